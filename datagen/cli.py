@@ -1,0 +1,302 @@
+"""`datagen`: build a DATA_DIR from the corpus, step by step or all at once.
+
+  datagen build   --out DATA_DIR [options]   charset + split + render + preview, in one go
+  datagen charset --out DATA_DIR             chinese.txt and char_dict/*.json
+  datagen split   --out DATA_DIR             splits/{train,validation,test}.txt (+ balance lines)
+  datagen render  --out DATA_DIR             TFRecord shards (alias: tfrecords), meta.json
+  datagen preview --out DATA_DIR             preview.png from the shards
+  datagen import  --src ORIGINAL_DIR --out DATA_DIR
+                                             the original example's sample.txt layout -> TFRecords
+
+`datagen COMMAND --help` lists every option with its default.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import sys
+import time
+
+from datagen import build, charset as charset_lib, corpus as corpus_lib, fonts as fonts_lib
+from datagen import preview as preview_lib, records, render, split as split_lib
+from datagen.errors import DatagenError
+
+OUR_FILES = ("chinese.txt", "char_dict", "splits", "dataset_info.json", "features.json", "meta.json",
+             "preview.png", "pic", "Train", "Validation", "Test")
+
+
+def log(msg):
+  print(f"[datagen {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- options ------------------------------------------------------------------------------
+def _add_corpus(p):
+  p.add_argument("--corpus", default=None,
+                 help="corpus file (default: the bundled THUOCL_poem.txt, '<phrase>\\t<count>' lines)")
+  p.add_argument("--plain-corpus", action="store_true",
+                 help="the corpus has one text per line, no tab and count")
+
+
+def _add_split(p):
+  p.add_argument("--seed", type=int, default=0, help="seed of the split and of every random choice")
+  p.add_argument("--validation-fraction", type=float, default=0.05, help="share of lines held out for validation")
+  p.add_argument("--test-fraction", type=float, default=0.05, help="share of lines held out for test")
+  p.add_argument("--min-char-count", type=int, default=20,
+                 help="balance lines are added until every character occurs this often in training text "
+                      "(0 = no balance lines)")
+
+
+def _add_render(p):
+  p.add_argument("--fonts", nargs="+", default=None, metavar="FONT",
+                 help="font files, FILE.ttc:INDEX or folders (default: the 5 bundled subsets)")
+  p.add_argument("--holdout-fonts", nargs="*", default=None, metavar="NAME",
+                 help="font names (file stems) used only for validation/test images, an unseen-font "
+                      f"check (default: {' '.join(fonts_lib.DEFAULT_HOLDOUT)} with the bundled fonts, "
+                      "none with --fonts)")
+  p.add_argument("--variants", type=int, default=8, help="images rendered per training line")
+  p.add_argument("--eval-variants", type=int, default=5,
+                 help="images per validation/test line, cycling through the fonts that cover it")
+  p.add_argument("--target-height", type=int, default=32, help="model input height (shared with the model config)")
+  p.add_argument("--frames-per-pixel", type=float, default=0.25,
+                 help="CTC frames per pixel of width at the target height (model's width stride: 1/4); "
+                      "labels needing more frames than the image gives are rejected and counted")
+  p.add_argument("--examples-per-shard", type=int, default=2048, help="largest shard; shard counts are multiples of 8")
+  p.add_argument("--workers", type=int, default=0, help="render processes (0 = one per core); output does not depend on it")
+  p.add_argument("--write-images", action="store_true",
+                 help="also write pic/<line>/<variant>_<font>.jpg and Train|Validation|Test/sample.txt "
+                      "(the original example's layout)")
+  g = p.add_argument_group("augmentation knobs (per image, seeded)")
+  for f in dataclasses.fields(render.RenderConfig):
+    flag = "--" + f.name.replace("_", "-")
+    if f.type in (bool, "bool"):
+      g.add_argument(flag, action="store_true", help=f.metadata["help"])
+    else:
+      typ = int if f.type in (int, "int") else float
+      g.add_argument(flag, type=typ, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
+
+
+def _add_out(p, overwrite=True):
+  p.add_argument("--out", required=True, help="the DATA_DIR to write")
+  if overwrite:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a different dataset already in --out (only datagen's own files are removed)")
+
+
+def parser():
+  ap = argparse.ArgumentParser(prog="datagen", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+  fmt = argparse.ArgumentDefaultsHelpFormatter
+  p = sub.add_parser("build", help="every step: charset, split, render, preview", formatter_class=fmt)
+  _add_out(p); _add_corpus(p); _add_split(p); _add_render(p)
+  p = sub.add_parser("charset", help="write chinese.txt and char_dict/*.json", formatter_class=fmt)
+  _add_out(p); _add_corpus(p)
+  p = sub.add_parser("split", help="write splits/*.txt", formatter_class=fmt)
+  _add_out(p); _add_corpus(p); _add_split(p)
+  for name in ("render", "tfrecords"):
+    p = sub.add_parser(name, help="render splits/*.txt into TFRecord shards + meta.json", formatter_class=fmt)
+    _add_out(p); _add_render(p)
+  p = sub.add_parser("preview", help="write preview.png from the shards", formatter_class=fmt)
+  _add_out(p, overwrite=False)
+  p = sub.add_parser("import", help="the original example's layout -> TFRecord dataset", formatter_class=fmt)
+  p.add_argument("--src", required=True, help="folder with chinese.txt, Train/sample.txt, Test/sample.txt, images")
+  _add_out(p)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--validation-fraction", type=float, default=0.05,
+                 help="share of Train label texts held out when there is no Validation/sample.txt")
+  p.add_argument("--target-height", type=int, default=32)
+  p.add_argument("--frames-per-pixel", type=float, default=0.25)
+  p.add_argument("--examples-per-shard", type=int, default=2048)
+  p.add_argument("--color", action="store_true", help="keep RGB images (default: grayscale)")
+  return ap
+
+
+# ---- the DATA_DIR guard -------------------------------------------------------------------
+def _guard(out: pathlib.Path, fingerprint: dict, overwrite: bool) -> bool:
+  """True if `out` already holds exactly this dataset.  Refuses to overwrite a different one."""
+  if not out.exists():
+    return False
+  if not out.is_dir():
+    raise DatagenError(f"--out {out} is a file, not a folder")
+  meta = build.read_meta(out)
+  if meta is not None and meta.get("build_args") == fingerprint and (out / "dataset_info.json").exists():
+    return True
+  ours = [n for n in OUR_FILES if (out / n).exists()] + [p.name for p in out.glob(f"{records.DATASET_NAME}-*")]
+  if not ours:
+    return False
+  if not overwrite:
+    if meta is not None and "build_args" in meta:
+      old = meta["build_args"]
+      diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+      why = f"built with other settings ({', '.join(diff)} differ)"
+    else:
+      why = f"holds another or an unfinished dataset ({', '.join(ours[:4])} ...)"
+    raise DatagenError(f"{out} {why}; choose another --out, or pass --overwrite to replace it")
+  for n in ours:
+    p = out / n
+    shutil.rmtree(p) if p.is_dir() else p.unlink()
+  log(f"--overwrite: removed {len(ours)} files/folders of the earlier dataset in {out}")
+  return False
+
+
+def _fonts(args):
+  if args.fonts:
+    specs = fonts_lib.parse_font_args(args.fonts)
+    holdout = tuple(args.holdout_fonts or ())
+  else:
+    specs = fonts_lib.default_fonts()
+    holdout = tuple(fonts_lib.DEFAULT_HOLDOUT if args.holdout_fonts is None else args.holdout_fonts)
+  for s in specs:
+    if not pathlib.Path(s.path).is_file():
+      raise DatagenError(f"font {s.path} is missing")
+  return specs, holdout
+
+
+def _options(args):
+  knobs = render.RenderConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(render.RenderConfig)})
+  if knobs.size_min > knobs.size_max or knobs.size_min < 6:
+    raise DatagenError(f"--size-min {knobs.size_min} / --size-max {knobs.size_max}: need 6 <= min <= max")
+  if not 1 <= knobs.jpeg_min <= knobs.jpeg_max <= 100:
+    raise DatagenError(f"--jpeg-min {knobs.jpeg_min} / --jpeg-max {knobs.jpeg_max}: need 1 <= min <= max <= 100")
+  if args.variants < 1 or args.eval_variants < 1:
+    raise DatagenError("--variants and --eval-variants must be at least 1")
+  return build.RenderOptions(seed=getattr(args, "seed", 0), variants=args.variants,
+                             eval_variants=args.eval_variants, target_height=args.target_height,
+                             frames_per_pixel=args.frames_per_pixel, examples_per_shard=args.examples_per_shard,
+                             workers=args.workers, write_images=args.write_images, knobs=knobs)
+
+
+def _fingerprint(args, corpus, specs, holdout, opts):
+  return {"corpus_sha256": corpus.sha256, "fonts": [[s.name, fonts_lib.sha256_font(s.path)] for s in specs],
+          "holdout_fonts": list(holdout), "seed": opts.seed, "variants": opts.variants,
+          "eval_variants": opts.eval_variants, "validation_fraction": args.validation_fraction,
+          "test_fraction": args.test_fraction, "min_char_count": args.min_char_count,
+          "target_height": opts.target_height, "frames_per_pixel": opts.frames_per_pixel,
+          "examples_per_shard": opts.examples_per_shard, "render": dataclasses.asdict(opts.knobs)}
+
+
+# ---- steps --------------------------------------------------------------------------------
+def step_charset(out, corpus):
+  cs = charset_lib.Charset.from_texts(corpus.lines)
+  if (out / charset_lib.CHARSET_FILE).exists():
+    old = charset_lib.Charset.read(out)
+    if old != cs:
+      raise DatagenError(f"{out / charset_lib.CHARSET_FILE} holds a different character set "
+                         f"({len(old)} vs {len(cs)} characters); use another --out")
+  out.mkdir(parents=True, exist_ok=True)
+  cs.write(out)
+  log(f"charset: {len(cs)} characters (code point order) -> {out / charset_lib.CHARSET_FILE}")
+  return cs
+
+
+def step_split(out, corpus, args):
+  splits = split_lib.split_lines(corpus.lines, args.seed, args.validation_fraction, args.test_fraction)
+  held = [l.text for s in ("validation", "test") for l in splits[s]]
+  if args.min_char_count > 0:
+    extra = split_lib.balance_lines(splits["train"], held, args.min_char_count, args.seed,
+                                    first_id=len(corpus.lines))
+    splits["train"] = splits["train"] + extra
+  split_lib.check_split(splits)
+  split_lib.write_splits(splits, out)
+  info = {"corpus": pathlib.Path(corpus.path).name, "corpus_sha256": corpus.sha256, "seed": args.seed,
+          "validation_fraction": args.validation_fraction, "test_fraction": args.test_fraction,
+          "min_char_count": args.min_char_count,
+          "lines": {s: len(v) for s, v in splits.items()},
+          "balance_lines": sum(1 for l in splits["train"] if l.source == "balance")}
+  (out / "splits" / "split.json").write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+  log(f"split: {info['lines']} lines ({info['balance_lines']} balance lines in train)")
+  return splits, info
+
+
+def step_render(out, args, extra_meta=None):
+  specs, holdout = _fonts(args)
+  opts = _options(args)
+  cs = charset_lib.Charset.read(out)
+  splits = split_lib.read_splits(out)
+  split_info_path = out / "splits" / "split.json"
+  extra = dict(extra_meta or {})
+  if split_info_path.exists():
+    extra.setdefault("split", json.loads(split_info_path.read_text(encoding="utf-8")))
+  return build.render_dataset(out, splits, cs, specs, holdout, opts, extra_meta=extra, log=log)
+
+
+def step_preview(out):
+  path, n = preview_lib.make_preview(out)
+  log(f"preview: {n} samples -> {path}")
+
+
+def run(argv=None):
+  args = parser().parse_args(argv)
+  out = pathlib.Path(args.out)
+  if args.command == "build":
+    corpus = corpus_lib.read_corpus(args.corpus, require_tab=not args.plain_corpus)
+    specs, holdout = _fonts(args)
+    opts = _options(args)
+    fp = _fingerprint(args, corpus, specs, holdout, opts)
+    if _guard(out, fp, args.overwrite):
+      log(f"{out} already holds this dataset (same corpus, fonts, seed and knobs): nothing to do")
+      return 0
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    step_charset(out, corpus)
+    step_split(out, corpus, args)
+    meta = step_render(out, args, extra_meta={"build_args": fp, "corpus": {
+        "file": pathlib.Path(corpus.path).name, "sha256": corpus.sha256, "lines": len(corpus)}})
+    step_preview(out)
+    meta["build_seconds"] = round(time.time() - t0, 1)
+    build.write_meta(out, meta)
+    n = sum(c["images"] for c in meta["counts"].values())
+    mb = sum(c["bytes"] for c in meta["counts"].values()) / 1e6
+    log(f"done: {n} images, {mb:.0f} MB in {out} ({meta['build_seconds']:.0f} s)")
+  elif args.command == "charset":
+    step_charset(out, corpus_lib.read_corpus(args.corpus, require_tab=not args.plain_corpus))
+  elif args.command == "split":
+    corpus = corpus_lib.read_corpus(args.corpus, require_tab=not args.plain_corpus)
+    if (out / "splits" / "split.json").exists() and not args.overwrite:
+      old = json.loads((out / "splits" / "split.json").read_text(encoding="utf-8"))
+      if (old.get("seed"), old.get("corpus_sha256"), old.get("min_char_count")) != (
+          args.seed, corpus.sha256, args.min_char_count):
+        raise DatagenError(f"{out / 'splits'} holds a split with other settings; use another --out "
+                           "or pass --overwrite")
+    step_split(out, corpus, args)
+  elif args.command in ("render", "tfrecords"):
+    meta = build.read_meta(out)
+    if meta is not None and not args.overwrite:
+      raise DatagenError(f"{out} already holds rendered shards (meta.json); pass --overwrite to render again")
+    step_render(out, args)
+  elif args.command == "preview":
+    if not (out / "dataset_info.json").exists():
+      raise DatagenError(f"{out} has no dataset_info.json; run `datagen render --out {out}` first")
+    step_preview(out)
+  elif args.command == "import":
+    src = pathlib.Path(args.src)
+    fp = {"imported_from": str(src.resolve())}
+    if _guard(out, fp, args.overwrite):
+      pass  # an import is cheap: do it again so changed images are picked up
+    from datagen import importer
+    importer.import_dataset(src, out, seed=args.seed, validation_fraction=args.validation_fraction,
+                            target_height=args.target_height, frames_per_pixel=args.frames_per_pixel,
+                            examples_per_shard=args.examples_per_shard, color=args.color, log=log)
+    meta = build.read_meta(out)
+    meta["build_args"] = fp
+    build.write_meta(out, meta)
+    step_preview(out)
+  return 0
+
+
+def main(argv=None):
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only writes files here
+  try:
+    return run(argv)
+  except DatagenError as e:
+    print(f"datagen: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("datagen: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

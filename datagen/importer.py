@@ -1,0 +1,134 @@
+"""`datagen import`: a user's data in the original example's layout -> the same TFRecord dataset.
+
+Input folder (the original crnn_chinese layout):
+  chinese.txt          one character per line (its order is kept: file index = line number)
+  Train/sample.txt     `relative/path.jpg<space>label` per line, paths relative to the folder
+  Test/sample.txt      same; optional Validation/sample.txt (else validation is carved from
+                       Train by label text, seeded, so no validation text is also a training one)
+"""
+import collections
+import io
+import pathlib
+import time
+
+import numpy as np
+from PIL import Image
+
+from datagen import build, records, render
+from datagen.charset import Charset
+from datagen.errors import DatagenError
+
+SPLIT_DIRS = (("train", "Train"), ("validation", "Validation"), ("test", "Test"))
+
+
+def read_sample_txt(path, charset, root):
+  """-> [(image path, label, line number)]; errors name the file and line."""
+  out = []
+  try:
+    text = pathlib.Path(path).read_text(encoding="utf-8-sig")
+  except UnicodeDecodeError:
+    raise DatagenError(f"{path}: not UTF-8; save sample.txt as UTF-8") from None
+  for n, raw in enumerate(text.splitlines(), start=1):
+    if not raw.strip():
+      continue
+    parts = raw.strip().split(maxsplit=1)
+    if len(parts) != 2:
+      raise DatagenError(f"{path}:{n}: expected '<image path> <label>', got {raw!r}")
+    rel, label = parts[0], parts[1].strip()
+    for c in label:
+      if c not in charset:
+        raise DatagenError(f"{path}:{n}: label {label!r} has {c!r} (U+{ord(c):04X}), which is not in "
+                           "chinese.txt; add it to chinese.txt or fix the label")
+    img = pathlib.Path(root) / rel
+    if not img.exists():
+      alt = pathlib.Path(path).parent / rel
+      if not alt.exists():
+        raise DatagenError(f"{path}:{n}: image {rel} not found (looked in {root} and "
+                           f"{pathlib.Path(path).parent})")
+      img = alt
+    out.append((img, label, n))
+  return out
+
+
+def load_image_bytes(img_path, where, channels):
+  """Decodes fully (a truncated file fails here) and returns JPEG bytes with `channels`."""
+  try:
+    raw = pathlib.Path(img_path).read_bytes()
+    im = Image.open(io.BytesIO(raw))
+    im.load()
+  except (OSError, SyntaxError, ValueError) as e:
+    raise DatagenError(f"{where}: image {img_path} is unreadable or truncated ({e}); "
+                       "re-export it or remove its line") from None
+  if im.width == 0 or im.height == 0:
+    raise DatagenError(f"{where}: image {img_path} is empty ({im.width}x{im.height})")
+  mode = "L" if channels == 1 else "RGB"
+  if im.format == "JPEG" and im.mode == mode:
+    return raw, im.height, im.width
+  buf = io.BytesIO()
+  im.convert(mode).save(buf, format="JPEG", quality=95)
+  return buf.getvalue(), im.height, im.width
+
+
+def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
+                   frames_per_pixel=0.25, examples_per_shard=2048, color=False, log=print):
+  from tqdm import tqdm
+  src, out = pathlib.Path(src), pathlib.Path(out)
+  if not (src / "chinese.txt").exists():
+    raise DatagenError(f"{src} has no chinese.txt (one character per line); the original layout "
+                       "needs it beside Train/ and Test/")
+  charset = Charset.read_txt(src / "chinese.txt")
+  items = {}
+  for split, folder in SPLIT_DIRS:
+    path = src / folder / "sample.txt"
+    if path.exists():
+      items[split] = read_sample_txt(path, charset, src)
+    elif split == "train":
+      raise DatagenError(f"{path} is missing; the original layout has Train/sample.txt")
+  if "validation" not in items and validation_fraction > 0:
+    texts = sorted({label for _, label, _ in items["train"]})
+    rng = np.random.default_rng([seed, 0x1A7])
+    held = {texts[i] for i in rng.permutation(len(texts))[:int(round(len(texts) * validation_fraction))]}
+    items["validation"] = [it for it in items["train"] if it[1] in held]
+    items["train"] = [it for it in items["train"] if it[1] not in held]
+  train_texts = {label for _, label, _ in items["train"]}
+  overlap = {s: sum(1 for _, l, _ in items.get(s, []) if l in train_texts) for s in ("validation", "test")}
+  if any(overlap.values()):
+    log(f"WARNING: images whose label text is also a training label: {overlap} (your data's split)")
+
+  out.mkdir(parents=True, exist_ok=True)
+  charset.write(out)
+  records.remove_shards(out)
+  channels = 3 if color else 1
+  counts, rejected, infos = {}, {}, []
+  t0 = time.time()
+  line_id = 0
+  for split, _ in SPLIT_DIRS:
+    if split not in items:
+      continue
+    rows = items[split]
+    writer = records.SplitWriter(out, split, len(rows), records.num_shards(len(rows), examples_per_shard),
+                                 channels)
+    rejected[split] = 0
+    seen = collections.Counter()
+    for pos, (img, label, n) in enumerate(tqdm(rows, desc=f"import {split}", unit="img", mininterval=2.0)):
+      jpeg, h, w = load_image_bytes(img, f"{split} sample.txt:{n}", channels)
+      line_id += 1
+      if render.frames_available(h, w, target_height, frames_per_pixel) < render.frames_needed(label):
+        rejected[split] += 1
+        continue
+      writer.write(pos, {"image": jpeg, "text": label, "label": charset.encode(label), "font": "import",
+                         "variant": seen[label], "line_id": line_id, "source": "import"})
+      seen[label] += 1
+    writer.close()
+    infos.append(writer.split_info())
+    counts[split] = {"lines": len(set(l for _, l, _ in rows)), "images": sum(writer.shard_lengths),
+                     "shards": writer.total, "bytes": writer.num_bytes}
+    log(f"{split}: {counts[split]['images']} images, {rejected[split]} rejected as infeasible for CTC")
+  records.write_metadata(out, infos, channels, description=f"imported from {src.name}")
+  meta = {"format": build.META_FORMAT, "imported_from": str(src), "seed": seed,
+          "target_height": target_height, "frames_per_pixel": frames_per_pixel, "channels": channels,
+          "num_chars": len(charset), "fonts": [], "counts": counts,
+          "skips": {"infeasible_label": rejected}, "label_overlap_with_train": overlap,
+          "render_seconds": round(time.time() - t0, 1), "versions": build.versions()}
+  build.write_meta(out, meta)
+  return meta

@@ -1,0 +1,185 @@
+"""Rendering one text line into an image: FreeType (through Pillow) + seeded augmentation.
+
+Every random choice comes from the numpy Generator passed in, which the caller seeds from
+(seed, split, line_id, variant): an image depends on nothing else, so any number of worker
+processes produces the same bytes.  `RenderConfig` lists every knob with its default; the CLI
+builds its flags from the same fields (`datagen render --help`).
+
+The pipeline for one image:
+  1. draw the characters one by one (font size, character spacing, optional stroke = bold)
+     into an alpha mask, on the font's line box (ascent + descent), not the ink box, so "一"
+     is as tall a line as "龍";
+  2. one perspective transform that combines shear, rotation and corner jitter, mapping the
+     line box plus random margins onto the output canvas;
+  3. background (flat, gradient or texture) and text colour with a minimum contrast, in
+     grayscale or colour; optional inversion (light on dark);
+  4. blur, low-resolution resampling, Gaussian noise;
+  5. JPEG at a random quality: the stored bytes are exactly what the renderer produced.
+"""
+import dataclasses
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+
+def knob(default, help):  # noqa: A002 - `help` is the argparse word
+  return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+  """Augmentation knobs.  Ranges are sampled uniformly; probabilities are per image."""
+  size_min: int = knob(28, "smallest font size in pixels")
+  size_max: int = knob(40, "largest font size in pixels")
+  spacing_min: float = knob(-0.05, "smallest extra space between characters, x font size")
+  spacing_max: float = knob(0.35, "largest extra space between characters, x font size")
+  margin_x_max: float = knob(0.6, "left/right margin drawn from [0.02, this] x font size")
+  margin_y_max: float = knob(0.35, "top/bottom margin drawn from [0.02, this] x font size")
+  rotate_deg: float = knob(2.0, "rotation drawn from [-this, this] degrees")
+  shear_max: float = knob(0.25, "horizontal shear (italic slant) drawn from [-this, this]")
+  perspective: float = knob(0.06, "corner jitter of the perspective warp, x line height")
+  stroke_prob: float = knob(0.15, "probability of a 1-pixel stroke (bold look)")
+  gradient_prob: float = knob(0.25, "probability of a linear-gradient background")
+  texture_prob: float = knob(0.3, "probability of a paper-like noise texture background")
+  texture_amp: float = knob(30.0, "strength of gradient/texture (grey levels)")
+  min_contrast: float = knob(70.0, "least luminance difference between text and background")
+  invert_prob: float = knob(0.1, "probability of light text on a dark background")
+  blur_prob: float = knob(0.35, "probability of a Gaussian blur")
+  blur_max: float = knob(1.1, "largest blur radius in pixels")
+  lowres_prob: float = knob(0.15, "probability of down-then-up sampling (low resolution look)")
+  lowres_min: float = knob(0.45, "smallest down-sampling factor of the low-resolution look")
+  noise_prob: float = knob(0.5, "probability of additive Gaussian noise")
+  noise_max: float = knob(12.0, "largest noise standard deviation (grey levels)")
+  jpeg_min: int = knob(45, "lowest JPEG quality")
+  jpeg_max: int = knob(95, "highest JPEG quality")
+  color: bool = knob(False, "store RGB images (colour text/background) instead of grayscale")
+
+
+def _homography(src, dst):
+  """3x3 H with H @ src_i ~ dst_i for four point pairs."""
+  a, b = [], []
+  for (x, y), (u, v) in zip(src, dst):
+    a.append([x, y, 1, 0, 0, 0, -u * x, -u * y]); b.append(u)
+    a.append([0, 0, 0, x, y, 1, -v * x, -v * y]); b.append(v)
+  h = np.linalg.solve(np.asarray(a, np.float64), np.asarray(b, np.float64))
+  return np.append(h, 1.0).reshape(3, 3)
+
+
+def _colours(rng, cfg):
+  """(background, text) luminance or RGB triples, at least `min_contrast` apart in luminance."""
+  bg_l = rng.uniform(cfg.min_contrast + 40, 255)
+  fg_l = rng.uniform(0, bg_l - cfg.min_contrast)
+  if rng.random() < cfg.invert_prob:
+    bg_l, fg_l = 255 - bg_l, 255 - fg_l
+  if not cfg.color:
+    return np.array([bg_l]), np.array([fg_l])
+
+  def tint(lum):
+    # A colour of the wanted luminance: a random hue scaled to it, clipped to [0, 255].
+    hue = rng.uniform(0.5, 1.5, size=3)
+    c = hue * lum / max(1e-3, float(hue @ [0.299, 0.587, 0.114]))
+    return np.clip(c, 0, 255)
+  return tint(bg_l), tint(fg_l)
+
+
+def _background(rng, cfg, h, w, base):
+  bg = np.broadcast_to(base.astype(np.float32), (h, w, base.size)).copy()
+  r = rng.random()
+  if r < cfg.gradient_prob:
+    ramp = np.linspace(-1, 1, w if rng.random() < 0.7 else h, dtype=np.float32)
+    ramp = ramp[None, :, None] if ramp.size == w else ramp[:, None, None]
+    bg += ramp * rng.uniform(-cfg.texture_amp, cfg.texture_amp)
+  elif r < cfg.gradient_prob + cfg.texture_prob:
+    small = rng.normal(0, 1, size=(max(2, h // 6), max(2, w // 6))).astype(np.float32)
+    tex = Image.fromarray(small, mode="F").resize((w, h), Image.Resampling.BICUBIC)
+    fine = rng.normal(0, 0.35, size=(h, w)).astype(np.float32)
+    bg += ((np.asarray(tex) + fine) * (cfg.texture_amp / 2))[..., None]
+  return bg
+
+
+def render_line(text: str, font, rng: np.random.Generator, cfg: RenderConfig):
+  """Renders `text` with a loaded `PIL.ImageFont.FreeTypeFont`.
+
+  Returns (jpeg bytes, height, width, params dict).  The caller picks the font (and its size,
+  see `draw_size`) so that fonts can be cached across images.
+  """
+  size = font.size
+  spacing = rng.uniform(cfg.spacing_min, cfg.spacing_max) * size
+  stroke = 1 if rng.random() < cfg.stroke_prob else 0
+  ascent, descent = font.getmetrics()
+  advances = [font.getlength(c) for c in text]
+  line_w = sum(advances) + spacing * (len(text) - 1) + 2 * stroke
+  line_h = ascent + descent + 2 * stroke
+  pad = int(math.ceil(0.6 * size)) + 2
+  mask = Image.new("L", (int(math.ceil(line_w)) + 2 * pad, line_h + 2 * pad), 0)
+  draw = ImageDraw.Draw(mask)
+  x = float(pad + stroke)
+  for c, adv in zip(text, advances):
+    draw.text((x, pad + stroke), c, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    x += adv + spacing
+
+  # Geometry: where the line box's corners land.  Shear about the box's middle row, rotate
+  # about its centre, then jitter each corner (perspective).
+  x0, y0, x1, y1 = pad, pad, pad + line_w, pad + line_h
+  src = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+  cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+  shear = rng.uniform(-cfg.shear_max, cfg.shear_max)
+  theta = math.radians(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
+  dst = src - [cx, cy]
+  dst[:, 0] -= shear * dst[:, 1]
+  rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+  dst = dst @ rot.T + rng.uniform(-cfg.perspective, cfg.perspective, size=(4, 2)) * line_h
+  margins = rng.uniform(0.02, [cfg.margin_x_max, cfg.margin_y_max, cfg.margin_x_max,
+                               cfg.margin_y_max]) * size
+  dst -= dst.min(axis=0)
+  dst += margins[:2]
+  out_w = int(math.ceil(dst[:, 0].max() + margins[2]))
+  out_h = int(math.ceil(dst[:, 1].max() + margins[3]))
+  inv = _homography(dst, src)  # PIL wants output -> input
+  mask = mask.transform((out_w, out_h), Image.Transform.PERSPECTIVE, tuple((inv / inv[2, 2]).ravel()[:8]),
+                        resample=Image.Resampling.BILINEAR)
+
+  bg_c, fg_c = _colours(rng, cfg)
+  bg = _background(rng, cfg, out_h, out_w, bg_c)
+  alpha = np.asarray(mask, np.float32)[..., None] / 255.0
+  img = bg * (1 - alpha) + fg_c.astype(np.float32) * alpha
+  img = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8).squeeze(-1) if not cfg.color
+                        else np.clip(img, 0, 255).astype(np.uint8))
+
+  blur = rng.uniform(0.3, cfg.blur_max) if rng.random() < cfg.blur_prob else 0.0
+  if blur:
+    img = img.filter(ImageFilter.GaussianBlur(blur))
+  lowres = rng.uniform(cfg.lowres_min, 0.8) if rng.random() < cfg.lowres_prob else 1.0
+  if lowres < 1.0:
+    small = (max(1, int(out_w * lowres)), max(1, int(out_h * lowres)))
+    img = img.resize(small, Image.Resampling.BILINEAR).resize((out_w, out_h), Image.Resampling.BILINEAR)
+  noise = rng.uniform(2, cfg.noise_max) if rng.random() < cfg.noise_prob else 0.0
+  if noise:
+    arr = np.asarray(img, np.float32)
+    arr = arr + rng.normal(0, noise, size=arr.shape).astype(np.float32)
+    img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+  quality = int(rng.integers(cfg.jpeg_min, cfg.jpeg_max + 1))
+  buf = io.BytesIO()
+  img.save(buf, format="JPEG", quality=quality)
+  params = dict(size=size, spacing=round(spacing / size, 4), stroke=stroke, shear=round(shear, 4),
+                rotate=round(math.degrees(theta), 3), blur=round(blur, 3), lowres=round(lowres, 3),
+                noise=round(noise, 3), jpeg=quality)
+  return buf.getvalue(), out_h, out_w, params
+
+
+def draw_size(rng: np.random.Generator, cfg: RenderConfig) -> int:
+  """The font size for one image (drawn first, so the caller can fetch a cached font)."""
+  return int(rng.integers(cfg.size_min, cfg.size_max + 1))
+
+
+def frames_needed(text: str) -> int:
+  """CTC's minimum frame count: one per character plus a blank between equal neighbours."""
+  return len(text) + sum(1 for a, b in zip(text, text[1:]) if a == b)
+
+
+def frames_available(height: int, width: int, target_height: int, frames_per_pixel: float) -> int:
+  """Frames the network emits for an image resized to `target_height`, keeping aspect ratio."""
+  resized_w = max(1, int(round(width * target_height / height)))
+  return int(math.floor(resized_w * frames_per_pixel))
