@@ -166,6 +166,11 @@ def render_dataset(out_dir, splits, charset, fonts, holdout, opts: RenderOptions
       if no_font:
         log(f"WARNING {split}: {len(no_font)} lines have no font that draws all their characters "
             f"and are not rendered, e.g. {[l.text for l in no_font[:5]]}")
+      if not jobs:
+        log(f"WARNING {split}: no images to render ({len(splits[split])} lines); the split is left out")
+        counts[split] = {"lines": len(splits[split]), "images": 0, "shards": 0, "bytes": 0}
+        skips["infeasible_label"][split] = 0
+        continue
       total = records.num_shards(len(jobs), opts.examples_per_shard)
       writer = records.SplitWriter(out_dir, split, len(jobs), total, channels)
       rejected = 0
@@ -187,8 +192,12 @@ def render_dataset(out_dir, splits, charset, fonts, holdout, opts: RenderOptions
       writer.close()
       if opts.write_images:
         _write_sample_txt(out_dir, split, pics)
-      infos.append(writer.split_info())
       skips["infeasible_label"][split] = rejected
+      if sum(writer.shard_lengths) == 0:
+        log(f"WARNING {split}: every image was rejected as infeasible; the split is left out")
+        records.remove_shards(out_dir, split)
+      else:
+        infos.append(writer.split_info())
       counts[split] = {"lines": len(splits[split]), "images": sum(writer.shard_lengths),
                        "shards": total, "bytes": writer.num_bytes,
                        "sources": dict(collections.Counter(l.source for l in splits[split]))}

@@ -151,6 +151,9 @@ def _fonts(args):
   for s in specs:
     if not pathlib.Path(s.path).is_file():
       raise DatagenError(f"font {s.path} is missing")
+  unknown = sorted(set(holdout) - {s.name for s in specs})
+  if unknown:
+    raise DatagenError(f"--holdout-fonts {unknown} are not among the fonts {[s.name for s in specs]}")
   return specs, holdout
 
 

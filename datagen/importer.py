@@ -120,7 +120,11 @@ def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
                          "variant": seen[label], "line_id": line_id, "source": "import"})
       seen[label] += 1
     writer.close()
-    infos.append(writer.split_info())
+    if sum(writer.shard_lengths):
+      infos.append(writer.split_info())
+    else:
+      log(f"WARNING {split}: no image fits its label; the split is left out")
+      records.remove_shards(out, split)
     counts[split] = {"lines": len(set(l for _, l, _ in rows)), "images": sum(writer.shard_lengths),
                      "shards": writer.total, "bytes": writer.num_bytes}
     log(f"{split}: {counts[split]['images']} images, {rejected[split]} rejected as infeasible for CTC")

@@ -13,6 +13,11 @@ One `tf.train.Example` per image (tfds features):
   variant  int32, which of the line's rendered variants this is
   line_id  int64, corpus line number (balance lines are numbered after the corpus)
   source   "corpus" | "balance" | "import"
+
+Decoding: tfds' own Image decoding uses libjpeg's fast IDCT, a few grey levels off the JPEG's
+exact pixels.  Read with `decoders={"image": tfds.decode.SkipDecoding()}` and decode with
+`tf.io.decode_jpeg(..., dct_method=JPEG_DCT_METHOD)` to get exactly what PIL (and the renderer)
+decode from the same bytes.
 """
 import os
 import pathlib
@@ -20,6 +25,7 @@ import pathlib
 import numpy as np
 
 DATASET_NAME = "crnn_poem"
+JPEG_DCT_METHOD = "INTEGER_ACCURATE"
 SHARD_MULTIPLE = 8
 
 
@@ -101,10 +107,10 @@ def write_metadata(data_dir, split_infos, channels: int, description: str) -> No
       filename_template=template, version="1.0.0", description=description, check_data=True)
 
 
-def remove_shards(data_dir) -> int:
+def remove_shards(data_dir, split="*") -> int:
   """Deletes earlier shards of this dataset name (a rebuild with other counts leaves none)."""
   n = 0
-  for p in pathlib.Path(data_dir).glob(f"{DATASET_NAME}-*.tfrecord-*-of-*"):
+  for p in pathlib.Path(data_dir).glob(f"{DATASET_NAME}-{split}.tfrecord-*-of-*"):
     p.unlink()
     n += 1
   return n

@@ -71,7 +71,7 @@ def balance_lines(train, held_texts, min_char_count: int, seed: int, first_id: i
   """Extra training lines so each training character occurs >= `min_char_count` times.
 
   Each deficit character is repeated as often as it lacks; the pool is shuffled (seeded) and cut
-  into lines whose lengths are drawn from `length_range`.  A line that equals a held-out text
+  into lines whose lengths are drawn from `length_range` (the last takes what is left).  A line that equals a held-out text
   is re-shuffled, so balance text never duplicates a validation/test line.
   """
   counts = collections.Counter(c for line in train for c in line.text)

@@ -1,0 +1,146 @@
+"""Every bad input gets one clear line naming the file, line or value and what to do."""
+import shutil
+
+import pytest
+
+from datagen import cli, fonts as fonts_lib
+
+from conftest import FAST, small_corpus_lines, write_corpus
+
+
+def run(capsys, *argv):
+  code = cli.main(list(argv))
+  err = capsys.readouterr().err
+  return code, err
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+  return write_corpus(tmp_path / "c.txt", small_corpus_lines(20))
+
+
+def _build(tmp_path, corpus, *extra):
+  return ["build", "--out", str(tmp_path / "out"), "--corpus", str(corpus), *FAST, "--workers", "1",
+          "--validation-fraction", "0.1", "--test-fraction", "0.1", *extra]
+
+
+def _assert_one_line(code, err, *needles):
+  assert code == 2
+  lines = [l for l in err.splitlines() if l.startswith("datagen: error:")]
+  assert len(lines) == 1 and "Traceback" not in err, err
+  for n in needles:
+    assert n in lines[0], (n, lines[0])
+
+
+def test_missing_font(tmp_path, tiny_corpus, capsys):
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--fonts", str(tmp_path / "nope.ttf")))
+  _assert_one_line(code, err, "nope.ttf", "does not exist")
+
+
+def test_unreadable_font(tmp_path, tiny_corpus, capsys):
+  bad = tmp_path / "broken.ttf"
+  bad.write_bytes(b"this is not a font" * 100)
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--fonts", str(bad)))
+  _assert_one_line(code, err, "broken.ttf", "leave it out of --fonts")
+
+
+def test_font_lacking_characters_for_every_line(tmp_path, tiny_corpus, capsys):
+  from fontTools import subset
+  from fontTools.ttLib import TTFont
+  tt = TTFont(fonts_lib.default_fonts()[0].path)
+  s = subset.Subsetter()
+  s.populate(unicodes=range(0x20, 0x7F))  # Latin only
+  s.subset(tt)
+  latin = tmp_path / "latin.otf"
+  tt.save(str(latin))
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--fonts", fonts_lib.default_fonts()[0].path, str(latin)))
+  _assert_one_line(code, err, "latin.otf", "lacks characters for every line")
+
+
+def test_corpus_line_without_tab(tmp_path, capsys):
+  c = tmp_path / "c.txt"
+  c.write_text("更上一层楼\t10\n民以食为天\n", encoding="utf-8")
+  code, err = run(capsys, *_build(tmp_path, c))
+  _assert_one_line(code, err, "c.txt:2", "'民以食为天'", "no tab")
+
+
+def test_empty_corpus(tmp_path, capsys):
+  c = tmp_path / "empty.txt"
+  c.write_text("\n\n", encoding="utf-8")
+  code, err = run(capsys, *_build(tmp_path, c))
+  _assert_one_line(code, err, "empty.txt", "empty")
+
+
+def test_missing_corpus(tmp_path, capsys):
+  code, err = run(capsys, *_build(tmp_path, tmp_path / "none.txt"))
+  _assert_one_line(code, err, "none.txt", "--corpus")
+
+
+def _original_layout(tmp_path, small_data):
+  """A user's folder in the original example's layout, made from rendered images."""
+  src = tmp_path / "orig"
+  (src / "Train").mkdir(parents=True)
+  (src / "Test").mkdir()
+  (src / "pic").mkdir()
+  shutil.copy(small_data / "chinese.txt", src / "chinese.txt")
+  import tensorflow_datasets as tfds
+  b = tfds.builder_from_directory(str(small_data))
+  ds = b.as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()}).take(6)
+  rows = []
+  for i, ex in enumerate(tfds.as_numpy(ds)):
+    (src / "pic" / f"{i}.jpg").write_bytes(ex["image"])
+    rows.append(f"pic/{i}.jpg {ex['text'].decode()}")
+  (src / "Train" / "sample.txt").write_text("\n".join(rows[:4]) + "\n", encoding="utf-8")
+  (src / "Test" / "sample.txt").write_text("\n".join(rows[4:]) + "\n", encoding="utf-8")
+  return src
+
+
+def test_import_character_not_in_chinese_txt(tmp_path, small_data, capsys):
+  src = _original_layout(tmp_path, small_data)
+  shutil.copy(src / "pic" / "0.jpg", src / "pic" / "x.jpg")
+  with open(src / "Test" / "sample.txt", "a", encoding="utf-8") as f:
+    f.write("pic/x.jpg 龘龘\n")
+  code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / "o"))
+  _assert_one_line(code, err, "Test/sample.txt:3", "'龘'", "not in chinese.txt")
+
+
+def test_import_truncated_image(tmp_path, small_data, capsys):
+  src = _original_layout(tmp_path, small_data)
+  p = src / "pic" / "1.jpg"
+  p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+  code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / "o"))
+  _assert_one_line(code, err, "sample.txt:2", "1.jpg", "unreadable or truncated")
+
+
+def test_import_unreadable_image(tmp_path, small_data, capsys):
+  src = _original_layout(tmp_path, small_data)
+  (src / "pic" / "2.jpg").write_bytes(b"not an image")
+  code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / "o"))
+  _assert_one_line(code, err, "sample.txt:3", "2.jpg", "unreadable")
+
+
+def test_import_works_on_a_good_folder(tmp_path, small_data, capsys):
+  src = _original_layout(tmp_path, small_data)
+  code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / "o"), "--validation-fraction", "0")
+  assert code == 0, err
+  import tensorflow_datasets as tfds
+  b = tfds.builder_from_directory(str(tmp_path / "o"))
+  assert b.info.splits["train"].num_examples == 4 and b.info.splits["test"].num_examples == 2
+
+
+def test_data_dir_holding_a_different_dataset(tmp_path, tiny_corpus, capsys):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "chinese.txt").write_text("一\n二\n", encoding="utf-8")
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus))
+  _assert_one_line(code, err, str(out), "--overwrite")
+  assert (out / "chinese.txt").read_text(encoding="utf-8") == "一\n二\n"  # untouched
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--overwrite"))
+  assert code == 0, err
+
+
+def test_bad_knob_values(tmp_path, tiny_corpus, capsys):
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--size-min", "50", "--size-max", "20"))
+  _assert_one_line(code, err, "--size-min 50")
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--holdout-fonts", "nosuchfont"))
+  _assert_one_line(code, err, "nosuchfont")
