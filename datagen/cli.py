@@ -34,7 +34,7 @@ def log(msg):
 # ---- options ------------------------------------------------------------------------------
 def _add_corpus(p):
   p.add_argument("--corpus", default=None,
-                 help="corpus file (default: the bundled THUOCL_poem.txt, '<phrase>\\t<count>' lines)")
+                 help="corpus file (default: the bundled THUOCL_poem.txt)")
   p.add_argument("--plain-corpus", action="store_true",
                  help="the corpus has one text per line, no tab and count")
 
@@ -74,7 +74,7 @@ def _add_render(p):
       g.add_argument(flag, action="store_true", help=f.metadata["help"])
     else:
       typ = int if f.type in (int, "int") else float
-      g.add_argument(flag, type=typ, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
+      g.add_argument(flag, type=typ, default=f.default, help=f.metadata["help"])
 
 
 def _add_out(p, overwrite=True):
