@@ -1,10 +1,12 @@
 # The two commands of the README:
-#   make main   render the dataset (and, once the trainer lands, train / evaluate / predict)
+#   make main   render the dataset, train the default config, evaluate it on test, read samples
 #   make test   the test suite (what CI runs)
 # Each creates .venv and installs the pinned dependencies first if needed.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data/poem
+WORKDIR ?= runs/poem_cpu
+CONFIG ?= configs/poem_cpu.py
 PYTHON ?= python3
 
 .PHONY: main test data bench-datagen venv
@@ -21,6 +23,9 @@ data: $(VENV)/.installed
 	$(VENV)/bin/datagen build --out $(DATA)
 
 main: data
+	$(VENV)/bin/crnn-train --config $(CONFIG) --workdir $(WORKDIR) --cpu_devices 2 --config.data_dir=$(DATA)
+	$(VENV)/bin/crnn-eval --workdir $(WORKDIR) --split test
+	$(VENV)/bin/crnn-predict --workdir $(WORKDIR) --output $(WORKDIR)/samples.tsv docs/samples
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 tests

@@ -42,7 +42,7 @@ class RenderOptions:
   variants: int = 8
   eval_variants: int = 5
   target_height: int = 32
-  frames_per_pixel: float = 0.25
+  frames_per_pixel: float = 0.125
   examples_per_shard: int = 2048
   workers: int = 0  # 0 = os.cpu_count()
   write_images: bool = False

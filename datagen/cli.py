@@ -59,8 +59,9 @@ def _add_render(p):
   p.add_argument("--eval-variants", type=int, default=5,
                  help="images per validation/test line, cycling through the fonts that cover it")
   p.add_argument("--target-height", type=int, default=32, help="model input height (shared with the model config)")
-  p.add_argument("--frames-per-pixel", type=float, default=0.25,
-                 help="CTC frames per pixel of width at the target height (model's width stride: 1/4); "
+  p.add_argument("--frames-per-pixel", type=float, default=0.125,
+                 help="CTC frames per pixel of width at the target height, 1 / the model's width stride "
+                      "(8 for configs/poem_cpu.py; the paper model's 4 gives more frames, so 1/8 suits both); "
                       "labels needing more frames than the image gives are rejected and counted")
   p.add_argument("--examples-per-shard", type=int, default=2048, help="largest shard; shard counts are multiples of 8")
   p.add_argument("--workers", type=int, default=0, help="render processes (0 = one per core); output does not depend on it")
@@ -107,7 +108,7 @@ def parser():
   p.add_argument("--validation-fraction", type=float, default=0.05,
                  help="share of Train label texts held out when there is no Validation/sample.txt")
   p.add_argument("--target-height", type=int, default=32)
-  p.add_argument("--frames-per-pixel", type=float, default=0.25)
+  p.add_argument("--frames-per-pixel", type=float, default=0.125)
   p.add_argument("--examples-per-shard", type=int, default=2048)
   p.add_argument("--color", action="store_true", help="keep RGB images (default: grayscale)")
   return ap

@@ -70,7 +70,7 @@ def load_image_bytes(img_path, where, channels):
 
 
 def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
-                   frames_per_pixel=0.25, examples_per_shard=2048, color=False, log=print):
+                   frames_per_pixel=0.125, examples_per_shard=2048, color=False, log=print):
   from tqdm import tqdm
   src, out = pathlib.Path(src), pathlib.Path(out)
   if not (src / "chinese.txt").exists():

@@ -7,8 +7,8 @@ builds its flags from the same fields (`datagen render --help`).
 
 The pipeline for one image:
   1. draw the characters one by one (font size, character spacing, optional stroke = bold)
-     into an alpha mask, on the font's line box (ascent + descent), not the ink box, so "一"
-     is as tall a line as "龍";
+     into an alpha mask, on the ideographic em box (not the ink box, so "一" is as tall a
+     line as "龍"; not the font's ascent + descent, which differ between fonts);
   2. one perspective transform that combines shear, rotation and corner jitter, mapping the
      line box plus random margins onto the output canvas;
   3. background (flat, gradient or texture) and text colour with a minimum contrast, in
@@ -22,6 +22,12 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+
+# CJK glyphs are designed in an em square whose top is ~0.88 em above the baseline (and bottom
+# ~0.12 em below).  Using it as the line box, rather than the font's ascent + descent (1.45 em
+# for Noto Sans CJK, 1.0 em for the Arphic fonts), gives every font the same glyph-to-height ratio.
+EM_ASCENT = 0.88
 
 
 def knob(default, help):  # noqa: A002 - `help` is the argparse word
@@ -108,16 +114,16 @@ def render_line(text: str, font, rng: np.random.Generator, cfg: RenderConfig):
   size = font.size
   spacing = rng.uniform(cfg.spacing_min, cfg.spacing_max) * size
   stroke = 1 if rng.random() < cfg.stroke_prob else 0
-  ascent, descent = font.getmetrics()
   advances = [font.getlength(c) for c in text]
   line_w = sum(advances) + spacing * (len(text) - 1) + 2 * stroke
-  line_h = ascent + descent + 2 * stroke
+  line_h = size + 2 * stroke  # the ideographic em box, the same for every font
   pad = int(math.ceil(0.6 * size)) + 2
   mask = Image.new("L", (int(math.ceil(line_w)) + 2 * pad, line_h + 2 * pad), 0)
   draw = ImageDraw.Draw(mask)
   x = float(pad + stroke)
+  baseline = pad + stroke + EM_ASCENT * size
   for c, adv in zip(text, advances):
-    draw.text((x, pad + stroke), c, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    draw.text((x, baseline), c, font=font, fill=255, stroke_width=stroke, stroke_fill=255, anchor="ls")
     x += adv + spacing
 
   # Geometry: where the line box's corners land.  Shear about the box's middle row, rotate

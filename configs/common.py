@@ -1,0 +1,52 @@
+"""Defaults shared by every config; each experiment file overrides what it changes."""
+import ml_collections
+
+
+def base_config():
+  c = ml_collections.ConfigDict()
+  c.data_dir = "data/poem"          # a DATA_DIR made by `datagen build`
+  c.seed = 0
+
+  c.input = ml_collections.ConfigDict()
+  c.input.height = 32               # must equal the product of the model's height pools
+  # Width buckets (pixels at input.height): a few compiled shapes.  A 20-character line is
+  # ~560 px wide; wider images are squeezed into the last bucket.
+  c.input.width_buckets = (96, 128, 160, 192, 224, 256, 320, 384, 512, 640)
+  c.input.max_label_length = 24
+  c.input.shuffle_buffer = 8192
+  c.input.augment = ml_collections.ConfigDict()
+  c.input.augment.width_jitter = 0.1    # resized width x U(1 - j, 1 + j)
+  c.input.augment.contrast = 0.2
+  c.input.augment.brightness = 0.1
+
+  c.model = ml_collections.ConfigDict()
+  c.model.conv_features = (64, 128, 256, 256, 512, 512)
+  c.model.conv_pools = ((2, 2), (2, 2), (1, 1), (2, 1), (1, 1), (2, 2))
+  c.model.lstm_hidden = 256
+  c.model.lstm_layers = 2
+  c.model.dropout = 0.1
+  c.model.shortcut = False          # linear conv -> classifier path beside the LSTMs
+  c.model.dtype = "float32"
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.end_factor = 0.01
+  c.optimizer.warmup_steps = 500
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.weight_decay = 1e-4   # conv and LSTM kernels only
+  c.optimizer.grad_clip = 5.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32           # global, over all devices and hosts
+  c.train.num_steps = 10000
+  c.train.log_every = 50
+  c.train.eval_every = 1000
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.split = "validation"
+  c.eval.batch_size = 64
+  c.eval.max_examples = 1000        # per periodic evaluation; crnn-eval reads the whole split
+  return c

@@ -1,0 +1,29 @@
+"""The default experiment: a CPU-sized CRNN on the poem dataset, trained on a 2-core CPU.
+
+    make main      # or: crnn-train --config configs/poem_cpu.py --workdir runs/poem_cpu --cpu_devices 2
+
+Conv 16-48-96-128-160 with batch norm (height 32 -> 1, width stride 8: 1/8 frame per pixel,
+~3 frames per character), two BiLSTM layers of 128 plus a linear shortcut from the conv
+features, linear to 3,789 characters + blank.  Batch 32, Adam 2e-3, cosine over 7,000 steps.
+Expected: see BENCHMARKS.md (time to accuracy, accuracy by font and length).
+"""
+from configs.common import base_config
+
+
+def get_config():
+  c = base_config()
+  c.model.conv_features = (16, 48, 96, 128, 160)
+  c.model.conv_pools = ((2, 2), (2, 2), (2, 2), (2, 1), (2, 1))
+  c.model.lstm_hidden = 128
+  c.model.lstm_layers = 2
+  c.model.dropout = 0.0
+  # The linear conv -> classifier path beside the LSTMs leaves CTC's plateau several times
+  # sooner: loss 14.6 vs 39.8 at step 800 (BENCHMARKS.md, "Time to accuracy").
+  c.model.shortcut = True
+  c.train.batch_size = 32
+  c.train.num_steps = 7000
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_steps = 300
+  c.train.eval_every = 600
+  c.eval.max_examples = 500
+  return c

@@ -1,0 +1,82 @@
+"""crnn-eval: metrics of a workdir's best checkpoint on a split, and an error gallery.
+
+    crnn-eval --workdir W [--data D] [--split test] [--checkpoint best|latest] [--gallery N]
+
+Prints the metrics as JSON (overall, by length, by font) and writes
+W/eval_<split>.json and W/errors_<split>.png (the worst N: image, truth, prediction).
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def gallery(path, rows, font_path=None):
+  """rows: (truth, prediction, font, edit distance, uint8 image) -> one PNG, a row each."""
+  from PIL import Image, ImageDraw, ImageFont
+  cell_w, img_h, text_h, pad = 520, 40, 44, 6
+  sheet = Image.new("RGB", (cell_w + 2 * pad, max(1, len(rows)) * (img_h + text_h + pad) + pad), "white")
+  draw = ImageDraw.Draw(sheet)
+  font = ImageFont.truetype(font_path, 16) if font_path else ImageFont.load_default()
+  for j, (ref, hyp, fnt, dist, im) in enumerate(rows):
+    y = pad + j * (img_h + text_h + pad)
+    pic = Image.fromarray(im)
+    w = min(cell_w, max(1, round(pic.width * img_h / pic.height)))
+    sheet.paste(pic.resize((w, img_h)).convert("RGB"), (pad, y))
+    draw.text((pad, y + img_h + 2), f"truth: {ref}", font=font, fill=(0, 110, 0))
+    draw.text((pad, y + img_h + 22), f"pred:  {hyp}   (edits {dist}, {fnt})", font=font, fill=(170, 0, 0))
+  sheet.save(path)
+
+
+def _label_font():
+  try:
+    from datagen import fonts  # optional: the bundled CJK font draws the labels when installed
+    return fonts.default_fonts()[0].path
+  except ImportError:
+    return None
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(prog="crnn-eval", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--workdir", required=True)
+  ap.add_argument("--data", default=None, help="DATA_DIR (default: the one the run trained on)")
+  ap.add_argument("--split", default="test")
+  ap.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+  ap.add_argument("--gallery", type=int, default=40, help="worst cases drawn into errors_<split>.png")
+  ap.add_argument("--max-examples", type=int, default=None)
+  args = ap.parse_args(argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from crnn_jax import train, workdir as workdir_lib
+  from crnn_jax.charset import Charset
+  from crnn_jax.errors import UserError
+  try:
+    config, charset, compiled, state, step = workdir_lib.load(args.workdir, args.checkpoint)
+    data = args.data or config.data_dir
+    data_cs = Charset.read(data)
+    if data_cs != charset:
+      raise UserError(f"{data}/chinese.txt ({len(data_cs)} characters) differs from the character set "
+                      f"{args.workdir} was trained with ({len(charset)}); evaluate on matching data")
+    res, acc, images = train.evaluate(compiled, state, config, data, args.split, charset,
+                                      max_examples=args.max_examples, keep_images=args.gallery > 0)
+  except UserError as e:
+    print(f"crnn-eval: error: {e}", file=sys.stderr)
+    return 2
+  res = {"workdir": args.workdir, "checkpoint_step": step, "split": args.split, "data": data, **res}
+  with open(os.path.join(args.workdir, f"eval_{args.split}.json"), "w", encoding="utf-8") as f:
+    json.dump(res, f, ensure_ascii=False, indent=2)
+  if args.gallery > 0 and acc.rows:
+    worst = [i for i in acc.worst(args.gallery) if acc.rows[i][3] > 0]
+    path = os.path.join(args.workdir, f"errors_{args.split}.png")
+    gallery(path, [acc.rows[i] + (images[i],) for i in worst], _label_font())
+    print(f"error gallery ({len(worst)} cases): {path}", file=sys.stderr)
+  print(json.dumps(res, ensure_ascii=False, indent=2))
+  return 0
+
+
+def run():
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,162 @@
+"""tf.data over the datagen TFRecords: per-process shards -> decode -> resize -> width buckets.
+
+Each process reads its own shards (tfds `InputContext`), so the shard count (a multiple of 8)
+must divide by the process count.  Images are resized to `input.height` keeping their aspect
+ratio, then right-padded into the smallest width bucket that holds them: a few compiled shapes
+instead of one per batch.  Wider images are squeezed into the largest bucket.
+
+Host batches are numpy dicts (shapes for a local batch of b):
+  image    [b, H, Wb, 1] float32 in [0, 1]     Wb = the bucket width
+  frames   [b] int32   valid CTC frames = resized width // model width stride
+  label    [b, L] int32 model classes (file index + 1), 0-padded; L = input.max_label_length
+  label_len [b] int32
+  feasible [b] bool    frames >= len + repeated neighbours, and 0 < len <= L
+  weight   [b] float32 1 for real examples, 0 for padding rows (last eval batch)
+  font, text [b] bytes
+"""
+import dataclasses
+
+import numpy as np
+
+JPEG_DCT_METHOD = "INTEGER_ACCURATE"  # exact libjpeg pixels (tfds' default decoder is the fast IDCT)
+
+
+def _tf():
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")  # TensorFlow stays off any GPU: JAX owns it
+  return tf
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+  height: int
+  buckets: tuple
+  stride: int
+  max_label_length: int
+  local_batch_size: int
+
+
+def open_split(data_dir, split, process_index=0, process_count=1, shuffle_seed=None):
+  """tf.data of raw examples of this process's shards (image left as JPEG bytes)."""
+  tf = _tf()
+  import tensorflow_datasets as tfds
+  from crnn_jax.errors import UserError
+  import pathlib
+  if not pathlib.Path(data_dir, "dataset_info.json").exists():
+    raise UserError(f"DATA_DIR {data_dir} is missing or empty (no dataset_info.json); "
+                    f"make it with `datagen build --out {data_dir}` or pass --config.data_dir")
+  builder = tfds.builder_from_directory(str(data_dir))
+  if split not in builder.info.splits:
+    raise UserError(f"DATA_DIR {data_dir} has no split {split!r} (it has {list(builder.info.splits)})")
+  shards = builder.info.splits[split].num_shards
+  if process_count > 1 and shards % process_count:
+    raise UserError(f"split {split!r} has {shards} shards, which {process_count} processes cannot share "
+                    "evenly; rebuild the data with a shard count divisible by the process count")
+  read_config = tfds.ReadConfig(
+      shuffle_seed=shuffle_seed, interleave_cycle_length=4,
+      input_context=tf.distribute.InputContext(num_input_pipelines=process_count,
+                                               input_pipeline_id=process_index))
+  return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
+                            decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def preprocess_fn(spec: PipelineSpec, augment=None, seed=0):
+  """Returns a tf function (index, example) -> padded example (see module docstring)."""
+  tf = _tf()
+  buckets = tf.constant(spec.buckets, tf.int32)
+  max_w = spec.buckets[-1]
+
+  def fn(index, ex):
+    img = tf.io.decode_jpeg(ex["image"], channels=1, dct_method=JPEG_DCT_METHOD)
+    h = tf.shape(img)[0]
+    w = tf.shape(img)[1]
+    new_w = tf.cast(tf.round(tf.cast(w, tf.float32) * spec.height / tf.cast(h, tf.float32)), tf.float32)
+    sseed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+    if augment is not None and augment.width_jitter > 0:
+      new_w *= tf.random.stateless_uniform([], sseed, 1 - augment.width_jitter, 1 + augment.width_jitter)
+    new_w = tf.clip_by_value(tf.cast(new_w, tf.int32), spec.stride, max_w)
+    x = tf.image.resize(tf.cast(img, tf.float32) / 255.0, [spec.height, new_w], antialias=True)
+    if augment is not None and (augment.contrast > 0 or augment.brightness > 0):
+      c = tf.random.stateless_uniform([], sseed + 1, 1 - augment.contrast, 1 + augment.contrast)
+      b = tf.random.stateless_uniform([], sseed + 2, -augment.brightness, augment.brightness)
+      mean = tf.reduce_mean(x)
+      x = tf.clip_by_value((x - mean) * c + mean + b, 0.0, 1.0)
+    bucket = tf.argmax(tf.cast(buckets >= new_w, tf.int32), output_type=tf.int32)
+    width = tf.gather(buckets, bucket)
+    fill = tf.reduce_mean(x)  # pad with the image's mean grey: no hard edge at the end
+    x = tf.pad(x - fill, [[0, 0], [0, width - new_w], [0, 0]]) + fill
+    label = tf.cast(ex["label"], tf.int32) + 1  # file index -> model class (0 = blank)
+    n = tf.shape(label)[0]
+    repeats = tf.reduce_sum(tf.cast(label[1:] == label[:-1], tf.int32))
+    frames = new_w // spec.stride
+    feasible = (n > 0) & (n <= spec.max_label_length) & (frames >= n + repeats)
+    label = label[:spec.max_label_length]
+    label = tf.pad(label, [[0, spec.max_label_length - tf.shape(label)[0]]])
+    return {"image": x, "frames": frames, "label": label, "label_len": tf.minimum(n, spec.max_label_length),
+            "feasible": feasible, "bucket": bucket, "weight": tf.constant(1.0),
+            "font": ex["font"], "text": ex["text"]}
+  return fn
+
+
+def _grouped(ds, spec, drop_remainder):
+  tf = _tf()
+  return ds.group_by_window(
+      key_func=lambda ex: tf.cast(ex["bucket"], tf.int64),
+      reduce_func=lambda _, w: w.batch(spec.local_batch_size, drop_remainder=drop_remainder),
+      window_size=spec.local_batch_size)
+
+
+def train_dataset(data_dir, spec, augment, seed, process_index=0, process_count=1,
+                  shuffle_buffer=4096, split="train"):
+  """Endless, shuffled, bucketed local batches.  Deterministic for a given seed and process."""
+  tf = _tf()
+  seed = int(seed) * 1000 + process_index
+  ds = open_split(data_dir, split, process_index, process_count, shuffle_seed=seed)
+  ds = ds.repeat().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  ds = ds.enumerate().map(preprocess_fn(spec, augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _grouped(ds, spec, drop_remainder=True).prefetch(4)
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.with_options(options)
+
+
+def eval_dataset(data_dir, spec, split, process_index=0, process_count=1, max_examples=None):
+  tf = _tf()
+  ds = open_split(data_dir, split, process_index, process_count)
+  if max_examples:
+    ds = ds.take(max_examples // process_count)
+  ds = ds.enumerate().map(preprocess_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _grouped(ds, spec, drop_remainder=False).prefetch(2)
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.with_options(options)
+
+
+def to_numpy(batch):
+  return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()}
+
+
+def pad_rows(batch, size):
+  """Pads a short (last) batch to `size` rows with weight-0 copies of its first row."""
+  n = len(batch["weight"])
+  if n == size:
+    return batch
+  out = {}
+  for k, v in batch.items():
+    filler = np.repeat(v[:1], size - n, axis=0)
+    if k == "weight":
+      filler = np.zeros_like(filler)
+    if k == "feasible":
+      filler = np.zeros_like(filler)
+    out[k] = np.concatenate([v, filler], axis=0)
+  return out
+
+
+def pad_width(batch, width):
+  """Right-pads a batch's images to `width` (another process's bucket this step)."""
+  img = batch["image"]
+  if img.shape[2] == width:
+    return batch
+  fill = img.mean(axis=(1, 2, 3), keepdims=True)
+  pad = np.broadcast_to(fill, img.shape[:2] + (width - img.shape[2], 1))
+  return dict(batch, image=np.concatenate([img, pad], axis=2))

@@ -1,0 +1,51 @@
+"""crnn-train: `crnn-train --config configs/X.py --workdir W [--config.key=value ...]`.
+
+Thin on purpose: flags, optional distributed init and CPU device count; the work is
+`crnn_jax.train.train_and_evaluate(config, workdir)`, which tests call directly.
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", lock_config=True)
+flags.DEFINE_string("workdir", None, "where checkpoints, metrics and TensorBoard events go")
+flags.DEFINE_integer("cpu_devices", 0, "on CPU: split the host into this many XLA devices "
+                     "(one per core is fastest for the data-parallel step); 0 = leave as is")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _setup_devices(n):
+  if n > 0:
+    flag = f"--xla_force_host_platform_device_count={n}"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  _setup_devices(FLAGS.cpu_devices)
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  from crnn_jax.errors import UserError
+  from crnn_jax import train
+  try:
+    final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except UserError as e:
+    print(f"crnn-train: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print({k: round(v, 4) for k, v in final.items()})
+
+
+def run():
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    app.run(main)
+  except KeyError as e:  # an override of a key the config does not have
+    print(f"crnn-train: error: {e.args[0] if e.args else e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  run()

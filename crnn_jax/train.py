@@ -1,0 +1,319 @@
+"""Training: `train_and_evaluate(config, workdir)`.
+
+Sections: state and optimizer -> loss and steps (pure, jitted) -> host data -> evaluation ->
+the loop (logging, checkpoints, resume).
+
+Compile contract (big_vision style): `eval_shape(init)` gives the state's structure, the state
+is replicated and batches are split along the mesh's `data` axis; `train_step` is jitted with
+explicit in/out shardings and donates the state.  One compile per width bucket.
+"""
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from crnn_jax import checkpointing, input_pipeline, mesh as mesh_lib
+from crnn_jax.charset import Charset
+from crnn_jax.decode import greedy_batch
+from crnn_jax.errors import UserError
+from crnn_jax.metrics import Accumulator
+from crnn_jax.model import CRNN, height_stride, width_stride
+
+DEVICE_KEYS = ("image", "frames", "label", "label_len", "feasible", "weight")
+
+
+# ---- state and optimizer ------------------------------------------------------------------
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+
+
+def make_model(config, num_classes: int) -> CRNN:
+  m = config.model
+  if height_stride(m.conv_pools) != config.input.height:
+    raise UserError(f"model.conv_pools reduce height {config.input.height} by {height_stride(m.conv_pools)}; "
+                    "the height pools must multiply to input.height (one row per frame)")
+  return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
+              conv_pools=tuple(tuple(p) for p in m.conv_pools), lstm_hidden=m.lstm_hidden,
+              lstm_layers=m.lstm_layers, dropout=m.dropout, shortcut=m.get("shortcut", False),
+              dtype=jnp.dtype(m.dtype))
+
+
+def learning_rate_fn(config):
+  o = config.optimizer
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=o.learning_rate, warmup_steps=o.warmup_steps,
+      decay_steps=max(config.train.num_steps, o.warmup_steps + 1), end_value=o.learning_rate * o.end_factor)
+
+
+def _decay_mask(params):
+  """Weight decay on conv and LSTM kernels only (not BN scales, biases or the classifier).
+
+  The original example's L2 term filtered variables by a name that matched none, so it was 0.
+  """
+  def keep(path, _):
+    names = [getattr(k, "key", str(k)) for k in path]
+    return names[-1] in ("kernel", "recurrent_kernel") and any(n.startswith(("conv", "lstm")) for n in names)
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(config):
+  o = config.optimizer
+  return optax.chain(
+      optax.clip_by_global_norm(o.grad_clip),
+      optax.scale_by_adam(b1=o.b1, b2=o.b2),
+      optax.add_decayed_weights(o.weight_decay, mask=_decay_mask),
+      optax.scale_by_learning_rate(learning_rate_fn(config)))
+
+
+def init_state(config, model, tx, rng):
+  h, w = config.input.height, config.input.width_buckets[0]
+  variables = model.init({"params": rng}, jnp.zeros((1, h, w, 1), jnp.float32),
+                         jnp.full((1,), w // width_stride(config.model.conv_pools), jnp.int32), train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                    opt_state=tx.init(params), rng=rng)
+
+
+# ---- loss and steps -----------------------------------------------------------------------
+def ctc_loss(logits, batch):
+  """Per-example CTC loss, >= 0.  Blank 0; padded frames and label positions are masked."""
+  t = logits.shape[1]
+  logit_paddings = (jnp.arange(t)[None, :] >= batch["frames"][:, None]).astype(jnp.float32)
+  label_paddings = (jnp.arange(batch["label"].shape[1])[None, :] >= batch["label_len"][:, None]).astype(jnp.float32)
+  per = optax.ctc_loss(logits.astype(jnp.float32), logit_paddings, batch["label"], label_paddings, blank_id=0)
+  return jnp.maximum(per, 0.0)  # float32 round-off can make a perfect fit slightly negative
+
+
+def train_step(state, batch, *, model, tx, lr_fn):
+  rng = jax.random.fold_in(state.rng, state.step)
+  # Infeasible labels (too few frames) would give ~1e5 loss with finite gradients: mask them.
+  w = batch["weight"] * batch["feasible"].astype(jnp.float32)
+
+  def loss_fn(params):
+    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
+                                  batch["frames"], train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+    per = ctc_loss(logits, batch)
+    return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0), updates["batch_stats"]
+
+  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
+             "update_norm": optax.tree.norm(updates), "learning_rate": lr_fn(state.step),
+             "examples": jnp.sum(batch["weight"]),
+             "infeasible": jnp.sum(batch["weight"] * (1.0 - batch["feasible"].astype(jnp.float32)))}
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, metrics
+
+
+def predict_step(state, images, frames, *, model):
+  """Greedy path on device: argmax class per frame [B, T] int32 (collapse happens on the host)."""
+  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, frames, train=False)
+  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+class Compiled:
+  """The jitted steps for one model/optimizer on one mesh."""
+
+  def __init__(self, config, model, tx, mesh, wrap=None):
+    """`wrap` (tests) wraps the Python train step before jit, e.g. chex.assert_max_traces."""
+    self.mesh = mesh
+    rep, dat = mesh_lib.replicated(mesh), mesh_lib.data_sharded(mesh)
+    lr_fn = learning_rate_fn(config)
+    self.init = jax.jit(functools.partial(init_state, config, model, tx), out_shardings=rep)
+    self.abstract = jax.eval_shape(functools.partial(init_state, config, model, tx), jax.random.PRNGKey(0))
+    self.state_sharding = jax.tree.map(lambda _: rep, self.abstract)
+    step_fn = functools.partial(train_step, model=model, tx=tx, lr_fn=lr_fn)
+    self.train_step = jax.jit(wrap(step_fn) if wrap else step_fn,
+                              in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
+    self.predict_step = jax.jit(functools.partial(predict_step, model=model),
+                                in_shardings=(rep, dat, dat), out_shardings=rep)
+
+  def abstract_with_shardings(self):
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        self.abstract, self.state_sharding)
+
+
+# ---- evaluation ---------------------------------------------------------------------------
+def pipeline_spec(config, local_batch_size):
+  return input_pipeline.PipelineSpec(
+      height=config.input.height, buckets=tuple(config.input.width_buckets),
+      stride=width_stride(config.model.conv_pools), max_label_length=config.input.max_label_length,
+      local_batch_size=local_batch_size)
+
+
+def evaluate(compiled, state, config, data_dir, split, charset, max_examples=None, keep_images=False):
+  """Greedy-decodes a split; returns (metrics dict, Accumulator, images as uint8 [H, w] crops,
+  one per Accumulator row, when `keep_images`).
+
+  Every process reads the whole split and feeds its own rows of each global batch, so all
+  processes see the same batches (same widths) and compute the same metrics.
+  """
+  n_proc, p = jax.process_count(), jax.process_index()
+  gb = config.eval.batch_size
+  spec = pipeline_spec(config, gb)
+  acc = Accumulator()
+  images = []
+  ds = input_pipeline.eval_dataset(data_dir, spec, split, max_examples=max_examples)
+  lb = gb // n_proc
+  for raw in ds:
+    b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
+    local = {k: b[k][p * lb:(p + 1) * lb] for k in ("image", "frames")}
+    g = mesh_lib.global_batch(local, compiled.mesh)
+    best = np.asarray(jax.device_get(compiled.predict_step(state, g["image"], g["frames"])))
+    hyps = greedy_batch(best, b["frames"], charset)
+    n = int(b["weight"].sum())
+    refs = [t.decode() for t in b["text"][:n]]
+    acc.add(refs, hyps[:n], [f.decode() for f in b["font"][:n]])
+    if keep_images:
+      stride = spec.stride
+      for i in range(n):
+        w = min(b["image"].shape[2], int(b["frames"][i]) * stride)
+        images.append((b["image"][i, :, :w, 0] * 255).round().astype(np.uint8))
+  return acc.result(), acc, images
+
+
+# ---- the loop -----------------------------------------------------------------------------
+def _run_info(config, mesh):
+  try:
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                         cwd=os.path.dirname(__file__), timeout=5).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
+                           cwd=os.path.dirname(__file__), timeout=5).stdout.strip() != ""
+  except (OSError, subprocess.SubprocessError):
+    rev, dirty = "", False
+  import flax as _flax, optax as _optax, orbax.checkpoint as _ocp
+  return {"git_revision": rev, "git_dirty": dirty, "python": platform.python_version(),
+          "versions": {"jax": jax.__version__, "flax": _flax.__version__, "optax": _optax.__version__,
+                       "orbax-checkpoint": _ocp.__version__, "numpy": np.__version__},
+          "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count(),
+          "mesh": dict(mesh.shape), "argv": sys.argv}
+
+
+def check_data(config, workdir):
+  """Loads the data's charset and checks it against a workdir's copy (a resumed run)."""
+  data_dir = config.data_dir
+  cs = Charset.read(data_dir)
+  saved = os.path.join(workdir, "chinese.txt")
+  if os.path.exists(saved):
+    old = Charset.read(saved)
+    if old != cs:
+      raise UserError(f"the workdir {workdir} was trained with another character set ({len(old)} characters) "
+                      f"than {data_dir} ({len(cs)}); use a new --workdir or the matching data")
+  meta_path = os.path.join(data_dir, "meta.json")
+  if os.path.exists(meta_path):
+    meta = json.load(open(meta_path, encoding="utf-8"))
+    fpp = meta.get("frames_per_pixel")
+    stride = width_stride(config.model.conv_pools)
+    if fpp and 1.0 / stride < fpp - 1e-9:
+      print(f"WARNING: the data was checked for {fpp} frames per pixel but the model gives 1/{stride}; "
+            "labels that do not fit are masked and counted as 'infeasible'", file=sys.stderr)
+  return cs
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics."""
+  from clu import metric_writers
+  from tqdm import tqdm
+
+  workdir = os.path.abspath(workdir)  # orbax wants absolute paths
+  os.makedirs(workdir, exist_ok=True)
+  charset = check_data(config, workdir)
+  is_main = jax.process_index() == 0
+  mesh = mesh_lib.make_mesh()
+  n_dev, n_proc = mesh.devices.size, jax.process_count()
+  gb = config.train.batch_size
+  if gb % n_dev or config.eval.batch_size % n_dev:
+    raise UserError(f"train.batch_size {gb} / eval.batch_size {config.eval.batch_size} must divide by the "
+                    f"{n_dev} devices")
+  model = make_model(config, charset.num_classes)
+  tx = make_optimizer(config)
+  compiled = Compiled(config, model, tx, mesh)
+  if is_main:
+    charset.write(os.path.join(workdir, "chinese.txt"))
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, "run_info.json"), "w", encoding="utf-8") as f:
+      json.dump(_run_info(config, mesh), f, indent=2)
+
+  latest, best = checkpointing.managers(workdir, config)
+  if latest.latest_step() is not None:
+    state = checkpointing.restore(latest, compiled.abstract_with_shardings())
+    print(f"resumed from step {int(state.step)} in {workdir}", file=sys.stderr)
+  else:
+    state = compiled.init(jax.random.PRNGKey(config.seed))
+  start = int(state.step)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") if is_main else None
+
+  def log(step, scalars):
+    writer.write_scalars(step, scalars)
+    if jsonl:
+      jsonl.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
+      jsonl.flush()
+
+  spec = pipeline_spec(config, gb // n_proc)
+  # Resumed runs draw a fresh, seeded order (exact data resume is the scale-out issue's).
+  ds = input_pipeline.train_dataset(config.data_dir, spec, config.input.augment, seed=config.seed + start,
+                                    process_index=jax.process_index(), process_count=n_proc,
+                                    shuffle_buffer=config.input.shuffle_buffer)
+  it = iter(ds)
+  total = config.train.num_steps
+  bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=5.0,
+             disable=not is_main, file=sys.stderr)
+  window = {"t": time.time(), "images": 0}
+  t_start = time.time()
+  final = {}
+  for step in range(start, total):
+    local = input_pipeline.to_numpy(next(it))
+    width = mesh_lib.agree_on_width(local["image"].shape[2])
+    local = input_pipeline.pad_width(local, width)
+    batch = mesh_lib.global_batch({k: local[k] for k in DEVICE_KEYS}, mesh)
+    state, metrics = compiled.train_step(state, batch)
+    window["images"] += gb
+    done = step + 1
+    if done % config.train.log_every == 0 or done == total:
+      m = jax.device_get(metrics)  # the only host sync of a training window
+      dt = time.time() - window["t"]
+      scalars = {k: float(v) for k, v in m.items() if k not in ("examples",)}
+      scalars["images_per_sec"] = window["images"] / max(dt, 1e-9)
+      scalars["wall_minutes"] = (time.time() - t_start) / 60
+      log(done, scalars)
+      bar.set_postfix(loss=f"{scalars['loss']:.3f}", img_s=f"{scalars['images_per_sec']:.0f}",
+                      lr=f"{scalars['learning_rate']:.2e}")
+      window = {"t": time.time(), "images": 0}
+    bar.update(1)
+    if done % config.train.eval_every == 0 or done == total:
+      res, _, _ = evaluate(compiled, state, config, config.data_dir, config.eval.split, charset,
+                           max_examples=config.eval.max_examples)
+      final = {f"{config.eval.split}/{k}": v for k, v in res.items() if isinstance(v, float)}
+      log(done, final)
+      bar.write(f"step {done}: {config.eval.split} seq_acc {res['seq_acc']:.4f} cer {res['cer']:.4f} "
+                f"(n={res['n']})")
+      checkpointing.save(best, done, state, metrics={"seq_acc": res["seq_acc"]})
+      window["t"] = time.time()  # evaluation time is not training throughput
+    if done % config.train.checkpoint_every == 0 or done == total:
+      checkpointing.save(latest, done, state)
+  bar.close()
+  latest.wait_until_finished()
+  best.wait_until_finished()
+  writer.flush()
+  if jsonl:
+    jsonl.close()
+  return final

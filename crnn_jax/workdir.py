@@ -1,0 +1,30 @@
+"""Loading a trained model back from a workdir (config.json, chinese.txt, checkpoints)."""
+import json
+import os
+
+import jax
+import ml_collections
+
+from crnn_jax import checkpointing, mesh as mesh_lib
+from crnn_jax.charset import Charset
+from crnn_jax.errors import UserError
+
+
+def load(workdir, which="best"):
+  """-> (config, charset, compiled steps, state).  `which`: best | latest."""
+  from crnn_jax import train
+  workdir = os.path.abspath(workdir)
+  cfg_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(cfg_path):
+    raise UserError(f"{workdir} is not a training workdir (no config.json); pass the --workdir of crnn-train")
+  config = ml_collections.ConfigDict(json.load(open(cfg_path, encoding="utf-8")))
+  charset = Charset.read(os.path.join(workdir, "chinese.txt"))
+  model = train.make_model(config, charset.num_classes)
+  compiled = train.Compiled(config, model, train.make_optimizer(config), mesh_lib.make_mesh())
+  latest, best = checkpointing.managers(workdir, config)
+  manager = best if which == "best" and best.latest_step() is not None else latest
+  step = manager.best_step() if manager is best else manager.latest_step()
+  if step is None:
+    raise UserError(f"{workdir} holds no checkpoint yet")
+  state = checkpointing.restore(manager, compiled.abstract_with_shardings(), step)
+  return config, charset, compiled, state, int(step)

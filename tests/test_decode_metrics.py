@@ -1,0 +1,51 @@
+"""Greedy CTC decoding and the metrics, on fixed inputs with known answers."""
+import numpy as np
+import pytest
+
+from crnn_jax.charset import Charset
+from crnn_jax.decode import collapse, greedy_batch
+from crnn_jax.metrics import Accumulator, edit_distance
+
+
+def test_repeats_collapse_and_blanks_go():
+  assert collapse([0, 3, 3, 3, 0, 0, 5, 5]) == [3, 5]
+  assert collapse([3, 3, 3]) == [3]
+
+
+def test_doubled_character_separated_by_a_blank_survives():
+  # 洋洋 (606 corpus lines double a character): a blank between the runs keeps both.
+  assert collapse([7, 7, 0, 7]) == [7, 7]
+  assert collapse([0, 7, 0, 7, 0]) == [7, 7]
+
+
+def test_only_valid_frames_are_read():
+  assert collapse([3, 0, 4, 9, 9], length=3) == [3, 4]
+
+
+def test_greedy_batch_maps_classes_to_text():
+  cs = Charset(list("洋其喜者"))  # class = index + 1
+  best = np.array([[2, 0, 3, 1, 0, 1, 4, 4], [1, 1, 1, 0, 0, 0, 0, 0]])
+  assert greedy_batch(best, np.array([8, 2]), cs) == ["其喜洋洋者", "洋"]
+
+
+@pytest.mark.parametrize("a,b,d", [("", "", 0), ("abc", "", 3), ("", "ab", 2), ("kitten", "sitting", 3),
+                                   ("一日难再晨", "一日难再晨", 0), ("一日难再晨", "一日再晨", 1),
+                                   ("一日难再晨", "日一难再晨", 2)])
+def test_edit_distance(a, b, d):
+  assert edit_distance(a, b) == d == edit_distance(b, a)
+
+
+def test_golden_metrics():
+  acc = Accumulator()
+  acc.add(["一日难再晨", "更上一层楼", "洋洋", "民以食为天"],
+          ["一日难再晨", "更上层楼", "洋", "民以食为天下"],
+          ["kai", "song", "kai", "hei"])
+  r = acc.result()
+  assert r["n"] == 4
+  assert r["seq_acc"] == pytest.approx(1 / 4)
+  assert r["cer"] == pytest.approx((0 + 1 + 1 + 1) / (5 + 5 + 2 + 5))
+  assert r["one_minus_ned"] == pytest.approx(np.mean([1, 1 - 1 / 5, 1 - 1 / 2, 1 - 1 / 6]))
+  assert r["by_font"]["kai"]["n"] == 2 and r["by_font"]["kai"]["seq_acc"] == pytest.approx(0.5)
+  assert r["by_font"]["kai"]["cer"] == pytest.approx(1 / 7)
+  assert r["by_length"]["5"]["n"] == 3 and r["by_length"]["2"]["seq_acc"] == 0.0
+  assert acc.worst(2) == [2, 1]  # largest edit distance per reference character first

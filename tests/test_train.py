@@ -1,0 +1,213 @@
+"""The trainer end to end on small generated data: it learns, compiles once per bucket, resumes."""
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from crnn_jax import input_pipeline, mesh as mesh_lib, train
+from crnn_jax.charset import Charset
+from crnn_jax.errors import UserError
+
+from conftest import write_corpus
+
+CLEAN = ["--rotate-deg", "0", "--shear-max", "0", "--perspective", "0", "--noise-prob", "0", "--blur-prob", "0",
+         "--lowres-prob", "0", "--texture-prob", "0", "--gradient-prob", "0", "--invert-prob", "0",
+         "--stroke-prob", "0", "--jpeg-min", "90"]
+LINES = ["更上一层楼", "民以食为天", "任重而道远", "一言以蔽之", "润物细无声", "其喜洋洋者矣"]
+
+
+@pytest.fixture(scope="session")
+def overfit_data(tmp_path_factory):
+  """Six corpus lines (one with a doubled character), 8 clean variants each, train split only."""
+  from datagen import cli
+  d = tmp_path_factory.mktemp("overfit")
+  corpus = write_corpus(d / "c.txt", LINES)
+  out = d / "data"
+  assert cli.main(["build", "--out", str(out), "--corpus", str(corpus), "--min-char-count", "0",
+                   "--validation-fraction", "0", "--test-fraction", "0", "--variants", "8",
+                   "--examples-per-shard", "8", "--workers", "1", *CLEAN]) == 0
+  return out
+
+
+def tiny_config(data_dir, **overrides):
+  c = tiny.get_config()
+  c.data_dir = str(data_dir)
+  c.eval.split = "train"
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def _metrics(workdir):
+  return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def trained(overfit_data, tmp_path_factory):
+  """The tiny model trained long enough to read its six lines back."""
+  wd = tmp_path_factory.mktemp("wd") / "tiny"
+  config = tiny_config(overfit_data, **{"train.num_steps": 300, "train.eval_every": 300,
+                                        "train.checkpoint_every": 100, "optimizer.learning_rate": 1e-2,
+                                        "eval.max_examples": 48})
+  final = train.train_and_evaluate(config, str(wd))
+  return wd, final
+
+
+def test_loss_falls_and_it_reads_its_training_lines(trained):
+  wd, final = trained
+  losses = [m["loss"] for m in _metrics(wd) if "loss" in m]
+  assert losses[-1] < 0.2 * losses[0]
+  assert final["train/seq_acc"] >= 0.9, final
+
+
+def test_workdir_contents(trained):
+  wd, _ = trained
+  for name in ("config.json", "run_info.json", "chinese.txt", "metrics.jsonl", "checkpoints", "best"):
+    assert (wd / name).exists(), name
+  assert list(wd.glob("events.out.tfevents*")), "TensorBoard events"
+  info = json.loads((wd / "run_info.json").read_text())
+  assert info["versions"]["jax"] == jax.__version__ and info["devices"]
+  m = _metrics(wd)[-2]
+  assert {"loss", "learning_rate", "grad_norm", "images_per_sec", "infeasible"} <= set(m)
+
+
+def test_train_step_compiles_once_per_width_bucket(overfit_data):
+  config = tiny_config(overfit_data)
+  cs = Charset.read(overfit_data)
+  model = train.make_model(config, cs.num_classes)
+  tx = train.make_optimizer(config)
+  buckets = config.input.width_buckets
+  compiled = train.Compiled(config, model, tx, mesh_lib.make_mesh(),
+                            wrap=lambda f: chex.assert_max_traces(f, n=len(buckets)))
+  state = compiled.init(jax.random.PRNGKey(0))
+  spec = train.pipeline_spec(config, config.train.batch_size)
+  seen = set()
+  for raw in input_pipeline.train_dataset(overfit_data, spec, None, seed=0).take(40):
+    b = input_pipeline.to_numpy(raw)
+    seen.add(b["image"].shape[2])
+    state, m = compiled.train_step(state, mesh_lib.global_batch({k: b[k] for k in train.DEVICE_KEYS},
+                                                                compiled.mesh))
+  assert len(seen) >= 2  # several buckets were used, each compiled once (else chex raises)
+  assert int(state.step) == 40
+
+
+def test_same_global_batch_same_loss_on_1_and_8_devices(overfit_data):
+  script = pathlib.Path(__file__).with_name("loss_on_devices.py")
+  losses = []
+  for n in (1, 8):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, str(script), str(overfit_data)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["devices"] == n
+    losses.append(res)
+  np.testing.assert_allclose(losses[0]["losses"], losses[1]["losses"], rtol=2e-5)
+
+
+def test_resume_continues_step_count_and_loss_curve(overfit_data, tmp_path):
+  wd = tmp_path / "wd"
+  c = tiny_config(overfit_data, **{"train.num_steps": 40, "train.checkpoint_every": 40, "train.eval_every": 40})
+  train.train_and_evaluate(c, str(wd))
+  first = _metrics(wd)
+  c2 = tiny_config(overfit_data, **{"train.num_steps": 80, "train.checkpoint_every": 40, "train.eval_every": 40})
+  train.train_and_evaluate(c2, str(wd))
+  later = _metrics(wd)[len(first):]
+  steps = [m["step"] for m in later if "loss" in m]
+  assert steps == [50, 60, 70, 80]  # continues at 41, not at 1
+  initial = first[0]["loss"]
+  before = [m["loss"] for m in first if "loss" in m][-1]
+  after = [m["loss"] for m in later if "loss" in m][0]
+  assert after < 0.5 * initial and after < 2 * before  # the curve goes on, it does not restart
+
+
+def test_workdir_with_another_charset_is_refused(overfit_data, tmp_path):
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  (wd / "chinese.txt").write_text("一\n二\n", encoding="utf-8")
+  with pytest.raises(UserError, match="another character set"):
+    train.train_and_evaluate(tiny_config(overfit_data), str(wd))
+
+
+def test_missing_or_empty_data_dir(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(UserError, match="does not exist"):
+    train.train_and_evaluate(tiny_config(tmp_path / "nope"), str(tmp_path / "wd1"))
+  (empty / "chinese.txt").write_text("一\n", encoding="utf-8")
+  with pytest.raises(UserError, match="missing or empty"):
+    train.train_and_evaluate(tiny_config(empty), str(tmp_path / "wd2"))
+
+
+def _cli(*args, timeout=300):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, env=env,
+                        cwd=pathlib.Path(__file__).parents[1])
+
+
+def test_unknown_config_key_is_one_line(tmp_path, overfit_data):
+  out = _cli("crnn_jax.main", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "w"),
+             f"--config.data_dir={overfit_data}", "--config.train.nope=3")
+  assert out.returncode != 0
+  assert "Traceback" not in out.stderr and "nope" in out.stderr, out.stderr[-3000:]
+
+
+def test_cli_charset_mismatch_is_one_line(tmp_path, overfit_data):
+  wd = tmp_path / "w"
+  wd.mkdir()
+  (wd / "chinese.txt").write_text("一\n", encoding="utf-8")
+  out = _cli("crnn_jax.main", "--config", "configs/tiny.py", "--workdir", str(wd),
+             f"--config.data_dir={overfit_data}")
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert "crnn-train: error:" in out.stderr and "another character set" in out.stderr
+
+
+def test_predict_reads_training_lines_and_reports_bad_images(trained, overfit_data, tmp_path, capsys):
+  from PIL import Image
+  from crnn_jax import predict
+  import tensorflow_datasets as tfds
+  wd, _ = trained
+  b = tfds.builder_from_directory(str(overfit_data))
+  truth = {}
+  for i, ex in enumerate(tfds.as_numpy(b.as_dataset(split="train", decoders={
+      "image": tfds.decode.SkipDecoding()}).take(12))):
+    p = tmp_path / f"{i:02d}.jpg"
+    p.write_bytes(ex["image"])
+    truth[str(p)] = ex["text"].decode()
+  # A user's own crop: colour, another height, wide margins.
+  src = Image.open(next(iter(truth))).convert("RGB")
+  big = Image.new("RGB", (src.width * 3 + 80, src.height * 3 + 60), (250, 240, 200))
+  big.paste(src.resize((src.width * 3, src.height * 3)), (40, 30))
+  big.save(tmp_path / "colour.png")
+  truth[str(tmp_path / "colour.png")] = truth[next(iter(truth))]
+  (tmp_path / "broken.jpg").write_bytes(open(next(iter(truth)), "rb").read()[:100])
+  Image.new("L", (1, 1)).save(tmp_path / "dot.png")
+  tsv = tmp_path / "out.tsv"
+  code = predict.main(["--workdir", str(wd), "--output", str(tsv), str(tmp_path)])
+  out, err = capsys.readouterr()
+  assert code == 1 and "broken.jpg" in err and "1 of" in err and "Traceback" not in err
+  rows = dict(l.split("\t") for l in out.strip().splitlines())
+  assert tsv.read_text(encoding="utf-8") == out
+  right = sum(rows[p] == t for p, t in truth.items())
+  assert right >= 0.8 * len(truth), rows
+
+
+def test_eval_cli_prints_metrics_and_writes_a_gallery(trained, overfit_data, capsys):
+  from crnn_jax import evaluate
+  wd, _ = trained
+  assert evaluate.main(["--workdir", str(wd), "--split", "train", "--gallery", "10"]) == 0
+  res = json.loads(capsys.readouterr().out)
+  assert res["n"] == 48 and res["seq_acc"] >= 0.9 and "by_font" in res and "by_length" in res
+  assert (wd / "eval_train.json").exists()
