@@ -20,8 +20,8 @@ def base_config():
   c.input.augment.brightness = 0.1
 
   c.model = ml_collections.ConfigDict()
-  c.model.conv_features = (64, 128, 256, 256, 512, 512)
-  c.model.conv_pools = ((2, 2), (2, 2), (1, 1), (2, 1), (1, 1), (2, 2))
+  c.model.conv_features = (64, 128, 256, 256, 512, 512, 512)
+  c.model.conv_pools = ((2, 2), (2, 2), (1, 1), (2, 1), (1, 1), (2, 1), (2, 2))
   c.model.lstm_hidden = 256
   c.model.lstm_layers = 2
   c.model.dropout = 0.1

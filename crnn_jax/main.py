@@ -40,11 +40,19 @@ def main(argv):
 
 def run():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # Parse here, so that an override of a key the config does not have (or a bad value) is one
+  # line rather than a traceback out of absl's flag parser.
   try:
-    app.run(main)
-  except KeyError as e:  # an override of a key the config does not have
-    print(f"crnn-train: error: {e.args[0] if e.args else e}", file=sys.stderr)
+    argv = FLAGS(sys.argv)
+  except flags.Error as e:
+    print(f"crnn-train: error: {e}", file=sys.stderr)
     sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    bad = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    print(f"crnn-train: error: bad config override among {bad}: {type(e).__name__} {e}; the keys are those of "
+          "the config file (e.g. --config.optimizer.learning_rate=1e-3)", file=sys.stderr)
+    sys.exit(2)
+  app.run(main, flags_parser=lambda _: argv)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ class Compiled:
     self.init = jax.jit(functools.partial(init_state, config, model, tx), out_shardings=rep)
     self.abstract = jax.eval_shape(functools.partial(init_state, config, model, tx), jax.random.PRNGKey(0))
     self.state_sharding = jax.tree.map(lambda _: rep, self.abstract)
-    step_fn = functools.partial(train_step, model=model, tx=tx, lr_fn=lr_fn)
+    def step_fn(state, batch):
+      return train_step(state, batch, model=model, tx=tx, lr_fn=lr_fn)
     self.train_step = jax.jit(wrap(step_fn) if wrap else step_fn,
                               in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
     self.predict_step = jax.jit(functools.partial(predict_step, model=model),

@@ -1,0 +1,90 @@
+"""Time to accuracy of a finished training run, checked against the training issue's target.
+
+    make main                                   # trains runs/poem_cpu and writes eval_test.json
+    python bench/report_run.py --workdir runs/poem_cpu --write BENCHMARKS.md
+
+Reads the workdir's metrics.jsonl, eval_test.json (crnn-eval) and run_info.json; draws the
+learning curve into docs/learning_curve.png; prints the headline and whether the target
+(>= 97% test sequence accuracy within 60 minutes of training) is met; `--write` replaces the
+time-to-accuracy section of BENCHMARKS.md.
+"""
+import argparse
+import json
+import pathlib
+import re
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from crnn_jax.report_plot import plot_learning_curve, read_metrics  # noqa: E402
+
+BEGIN, END = "<!-- report_run:begin -->", "<!-- report_run:end -->"
+TARGET_ACC, TARGET_MIN = 0.97, 60.0
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--workdir", required=True)
+  ap.add_argument("--plot", default="docs/learning_curve.png")
+  ap.add_argument("--command", default="make main")
+  ap.add_argument("--write", default=None)
+  args = ap.parse_args()
+  wd = pathlib.Path(args.workdir)
+  rows = read_metrics(wd)
+  ev = json.loads((wd / "eval_test.json").read_text(encoding="utf-8"))
+  info = json.loads((wd / "run_info.json").read_text(encoding="utf-8"))
+  train = [r for r in rows if "loss" in r]
+  minutes = train[-1]["wall_minutes"]
+  speeds = sorted(r["images_per_sec"] for r in train[len(train) // 10:])
+  vals = [(r["step"], r["validation/seq_acc"], r["validation/cer"]) for r in rows if "validation/seq_acc" in r]
+  plot_learning_curve(wd, args.plot, title=f"{wd.name}: training loss and validation accuracy")
+  met = ev["seq_acc"] >= TARGET_ACC and minutes <= TARGET_MIN
+  fonts = "\n".join(f"| {f} | {m['n']} | {m['seq_acc']:.4f} | {m['cer']:.4f} |" for f, m in ev["by_font"].items())
+  lengths = "\n".join(f"| {k} | {m['n']} | {m['seq_acc']:.4f} | {m['cer']:.4f} |" for k, m in ev["by_length"].items())
+  curve = "\n".join(f"| {s} | {a:.3f} | {c:.3f} |" for s, a, c in vals)
+  section = f"""{BEGIN}
+Command: `{args.command}` (then `python bench/report_run.py --workdir {args.workdir} --write BENCHMARKS.md`).
+Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']['jax']}, git {info['git_revision'][:10]}{' (dirty)' if info['git_dirty'] else ''}.
+
+| | |
+| --- | --- |
+| training wall time (incl. compiles and periodic evaluation) | **{minutes:.1f} min** for {train[-1]['step']} steps |
+| test sequence accuracy (checkpoint of step {ev['checkpoint_step']}, {ev['n']} images) | **{ev['seq_acc']:.4f}** |
+| test CER / 1 - NED | {ev['cer']:.4f} / {ev['one_minus_ned']:.4f} |
+| training throughput, median (min-max) over log windows | {speeds[len(speeds) // 2]:.0f} ({speeds[0]:.0f}-{speeds[-1]:.0f}) images/s |
+| target: >= {TARGET_ACC:.0%} within {TARGET_MIN:.0f} min | **{'met' if met else 'NOT met'}** |
+
+![learning curve]({args.plot})
+
+By font (the held-out font never appears in training):
+
+| font | images | seq acc | CER |
+| --- | ---: | ---: | ---: |
+{fonts}
+
+By label length:
+
+| length | images | seq acc | CER |
+| ---: | ---: | ---: | ---: |
+{lengths}
+
+Validation during training (the first eval.max_examples images of the validation split):
+
+| step | seq acc | CER |
+| ---: | ---: | ---: |
+{curve}
+{END}"""
+  print(section)
+  if args.write:
+    path = pathlib.Path(args.write)
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if BEGIN in text:
+      text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
+    else:
+      text = text.rstrip("\n") + "\n\n## Time to accuracy (default config, 2-core CPU)\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+  return 0 if met else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
