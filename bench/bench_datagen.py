@@ -13,13 +13,13 @@ import multiprocessing
 import os
 import pathlib
 import platform
-import re
 import statistics
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo root: bench/, datagen/
 
+from bench.markdown import replace_section  # noqa: E402
 from datagen import build, corpus as corpus_lib, fonts as fonts_lib, render, split as split_lib  # noqa: E402
 
 MARK_BEGIN, MARK_END = "<!-- bench_datagen:begin -->", "<!-- bench_datagen:end -->"
@@ -73,14 +73,7 @@ def main():
         "| --- | ---: | ---: | ---: | --- |",
         line,
         MARK_END])
-    path = pathlib.Path(args.write)
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in text:
-      text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
-    else:
-      text = text.rstrip("\n") + "\n\n## Data generation\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
-
+    replace_section(args.write, MARK_BEGIN, MARK_END, section, "Data generation")
 
 if __name__ == "__main__":
   main()

@@ -11,11 +11,11 @@ time-to-accuracy section of BENCHMARKS.md.
 import argparse
 import json
 import pathlib
-import re
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from bench.markdown import replace_section  # noqa: E402
 from crnn_jax.report_plot import plot_learning_curve, read_metrics  # noqa: E402
 
 BEGIN, END = "<!-- report_run:begin -->", "<!-- report_run:end -->"
@@ -76,13 +76,7 @@ Validation during training (the first eval.max_examples images of the validation
 {END}"""
   print(section)
   if args.write:
-    path = pathlib.Path(args.write)
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if BEGIN in text:
-      text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-      text = text.rstrip("\n") + "\n\n## Time to accuracy (default config, 2-core CPU)\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    replace_section(args.write, BEGIN, END, section, "Time to accuracy (default config, 2-core CPU)")
   return 0 if met else 1
 
 
