@@ -4,7 +4,7 @@
 
 Conv 16-48-96-128-160 with batch norm (height 32 -> 1, width stride 8: 1/8 frame per pixel,
 ~3 frames per character), two BiLSTM layers of 128 plus a linear shortcut from the conv
-features, linear to 3,789 characters + blank.  Batch 32, Adam 2e-3, cosine over 7,000 steps.
+features, linear to 3,789 characters + blank.  Batch 32, Adam 2e-3, cosine over 10,000 steps.
 Expected: see BENCHMARKS.md (time to accuracy, accuracy by font and length).
 """
 from configs.common import base_config
@@ -21,9 +21,9 @@ def get_config():
   # sooner: loss 14.6 vs 39.8 at step 800 (BENCHMARKS.md, "Time to accuracy").
   c.model.shortcut = True
   c.train.batch_size = 32
-  c.train.num_steps = 7000
+  c.train.num_steps = 10000
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 300
-  c.train.eval_every = 600
+  c.train.eval_every = 1000
   c.eval.max_examples = 500
   return c

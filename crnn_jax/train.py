@@ -50,6 +50,7 @@ def make_model(config, num_classes: int) -> CRNN:
   return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
               conv_pools=tuple(tuple(p) for p in m.conv_pools), lstm_hidden=m.lstm_hidden,
               lstm_layers=m.lstm_layers, dropout=m.dropout, shortcut=m.get("shortcut", False),
+              conv_impl=m.get("conv_impl", "xla"),
               dtype=jnp.dtype(m.dtype))
 
 
