@@ -27,3 +27,8 @@ def get_config():
   c.train.eval_every = 1000
   c.eval.max_examples = 500
   return c
+
+
+def get_sweep():
+  """launch/sweep.py: 3 seeds of the default config (BENCHMARKS.md's seed variance)."""
+  return {"seed": [0, 1, 2]}

@@ -29,3 +29,8 @@ def get_config():
   c.eval.batch_size = 8
   c.eval.max_examples = 64
   return c
+
+
+def get_sweep():
+  """The grid `launch/sweep.py` runs: {config key: values}, one run per combination."""
+  return {"seed": [0, 1, 2]}

@@ -1,4 +1,6 @@
 """orbax checkpoints of the train state: the latest N for resuming, and the best by accuracy."""
+import os
+
 import orbax.checkpoint as ocp
 
 
@@ -21,3 +23,48 @@ def restore(manager, abstract_state, step=None):
   """Restores onto the shardings of `abstract_state` (a pytree of ShapeDtypeStructs)."""
   step = manager.latest_step() if step is None else step
   return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+
+# ---- the data iterator: each process's tf.data position, beside the orbax step ----------------
+# Layout: WORKDIR/data_state/<process_count>p/process_<i>/step_<N>.{index,data-*}.  Written
+# (synchronously) before the orbax save of the same step, so an orbax step that exists always
+# has its iterator state; a run resumed with another process count finds none and says so.
+def _data_dir(workdir, process_index, process_count):
+  return os.path.join(workdir, "data_state", f"{process_count}p", f"process_{process_index}")
+
+
+def save_data_state(workdir, step, iterator, process_index, process_count):
+  import tensorflow as tf
+  d = _data_dir(workdir, process_index, process_count)
+  os.makedirs(d, exist_ok=True)
+  tf.train.Checkpoint(iterator=iterator).write(os.path.join(d, f"step_{int(step)}"))
+
+
+def restore_data_state(workdir, step, iterator, process_index, process_count):
+  """Restores `iterator` to where it was at `step`; returns None, or why it could not."""
+  import tensorflow as tf
+  prefix = os.path.join(_data_dir(workdir, process_index, process_count), f"step_{int(step)}")
+  if not os.path.exists(prefix + ".index"):
+    others = sorted(os.listdir(os.path.join(workdir, "data_state"))) if os.path.isdir(
+        os.path.join(workdir, "data_state")) else []
+    if others and f"{process_count}p" not in others:
+      return (f"the data iterator was saved by {', '.join(o[:-1] for o in others)} process(es), this run has "
+              f"{process_count}: each process reads other shards now")
+    return f"no data iterator state for step {step} in {workdir}/data_state"
+  tf.train.Checkpoint(iterator=iterator).read(prefix).assert_consumed()
+  return None
+
+
+def prune_data_states(workdir, keep_steps, process_index, process_count):
+  """Deletes this process's iterator states for steps orbax no longer keeps."""
+  d = _data_dir(workdir, process_index, process_count)
+  if not os.path.isdir(d):
+    return
+  keep = {f"step_{int(s)}" for s in keep_steps}
+  for name in os.listdir(d):
+    stem = name.split(".")[0]
+    if stem.startswith("step_") and stem not in keep:
+      try:
+        os.remove(os.path.join(d, name))
+      except FileNotFoundError:
+        pass

@@ -36,9 +36,8 @@ class PipelineSpec:
   local_batch_size: int
 
 
-def open_split(data_dir, split, process_index=0, process_count=1, shuffle_seed=None):
-  """tf.data of raw examples of this process's shards (image left as JPEG bytes)."""
-  tf = _tf()
+def _builder(data_dir, split):
+  _tf()
   import tensorflow_datasets as tfds
   from crnn_jax.errors import UserError
   import pathlib
@@ -48,10 +47,33 @@ def open_split(data_dir, split, process_index=0, process_count=1, shuffle_seed=N
   builder = tfds.builder_from_directory(str(data_dir))
   if split not in builder.info.splits:
     raise UserError(f"DATA_DIR {data_dir} has no split {split!r} (it has {list(builder.info.splits)})")
-  shards = builder.info.splits[split].num_shards
+  return builder
+
+
+def check_shards(data_dir, split, process_count):
+  """The split's shard count; raises UserError if `process_count` processes cannot share it."""
+  from crnn_jax.errors import UserError
+  shards = _builder(data_dir, split).info.splits[split].num_shards
   if process_count > 1 and shards % process_count:
-    raise UserError(f"split {split!r} has {shards} shards, which {process_count} processes cannot share "
-                    "evenly; rebuild the data with a shard count divisible by the process count")
+    raise UserError(f"split {split!r} of {data_dir} has {shards} shards, which {process_count} processes cannot "
+                    "share evenly; use a process count that divides it, or rebuild the data (datagen writes a "
+                    "multiple of 8 shards; `--examples-per-shard` sets how many)")
+  return shards
+
+
+def process_files(data_dir, split, process_index=0, process_count=1):
+  """This process's shard files: shard i belongs to process i % process_count."""
+  check_shards(data_dir, split, process_count)
+  files = [str(f) for f in _builder(data_dir, split).info.splits[split].filepaths]
+  return files[process_index::process_count]
+
+
+def open_split(data_dir, split, process_index=0, process_count=1, shuffle_seed=None):
+  """tf.data of raw examples of this process's shards (image left as JPEG bytes)."""
+  tf = _tf()
+  import tensorflow_datasets as tfds
+  builder = _builder(data_dir, split)
+  check_shards(data_dir, split, process_count)
   read_config = tfds.ReadConfig(
       shuffle_seed=shuffle_seed, interleave_cycle_length=4,
       input_context=tf.distribute.InputContext(num_input_pipelines=process_count,
@@ -106,14 +128,44 @@ def _grouped(ds, spec, drop_remainder):
       window_size=spec.local_batch_size)
 
 
+# Element keys for the stateless augmentation: (epoch * process_count + process) * 2**28 + i.
+_EPOCH_STRIDE = 2 ** 28
+
+
 def train_dataset(data_dir, spec, augment, seed, process_index=0, process_count=1,
                   shuffle_buffer=4096, split="train"):
-  """Endless, shuffled, bucketed local batches.  Deterministic for a given seed and process."""
+  """Endless, shuffled, bucketed local batches.
+
+  The order is a pure function of (seed, epoch, process): epoch e of process p reads p's shards
+  in an order drawn from (seed, e, p), permutes their records in blocks of `shuffle_buffer`
+  with keys drawn from the same, and augments element i with the stateless key (seed, e, p, i).  Restarting a run therefore
+  replays the same stream; the trainer also checkpoints the iterator itself (exact resume).
+  """
   tf = _tf()
-  seed = int(seed) * 1000 + process_index
-  ds = open_split(data_dir, split, process_index, process_count, shuffle_seed=seed)
-  ds = ds.repeat().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.enumerate().map(preprocess_fn(spec, augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+  import tensorflow_datasets as tfds
+  features = _builder(data_dir, split).info.features
+  files = tf.constant(process_files(data_dir, split, process_index, process_count))
+  n_files = int(files.shape[0])
+  seed, p, n_proc = int(seed), int(process_index), int(process_count)
+
+  def epoch(e):
+    stream = e * n_proc + p
+    order = tf.random.experimental.stateless_shuffle(files, seed=tf.stack([tf.constant(seed, tf.int64), stream]))
+    ds = tf.data.Dataset.from_tensor_slices(order).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(4, n_files), block_length=8)
+    # A stateless block shuffle (tf's shuffle() with a per-epoch seed is not checkpointable):
+    # blocks of `shuffle_buffer` records, each permuted by (seed, epoch, process, block).
+    ds = ds.batch(shuffle_buffer).enumerate().map(
+        lambda j, recs: tf.random.experimental.stateless_shuffle(
+            recs, seed=tf.stack([tf.constant(seed, tf.int64), stream * _EPOCH_STRIDE + j])))
+    return ds.unbatch().enumerate().map(lambda i, rec: (stream * _EPOCH_STRIDE + i, rec))
+
+  def decode(key, rec):
+    return key, features.deserialize_example(rec, decoders={"image": tfds.decode.SkipDecoding()})
+
+  ds = tf.data.Dataset.range(2 ** 31).flat_map(epoch)
+  ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(preprocess_fn(spec, augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
   ds = _grouped(ds, spec, drop_remainder=True).prefetch(4)
   options = tf.data.Options()
   options.deterministic = True

@@ -1,6 +1,6 @@
 """crnn-train: `crnn-train --config configs/X.py --workdir W [--config.key=value ...]`.
 
-Thin on purpose: flags, optional distributed init and CPU device count; the work is
+Thin on purpose: flags, distributed init (crnn_jax/distributed.py) and CPU device count; the work is
 `crnn_jax.train.train_and_evaluate(config, workdir)`, which tests call directly.
 """
 import os
@@ -14,6 +14,11 @@ config_flags.DEFINE_config_file("config", None, "experiment config file (configs
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics and TensorBoard events go")
 flags.DEFINE_integer("cpu_devices", 0, "on CPU: split the host into this many XLA devices "
                      "(one per core is fastest for the data-parallel step); 0 = leave as is")
+flags.DEFINE_string("coordinator_address", None, "multi-process: HOST:PORT of process 0 "
+                    "(or JAX_COORDINATOR_ADDRESS); SLURM and TPU VM pods are detected without it")
+flags.DEFINE_integer("num_processes", None, "multi-process: how many (or JAX_NUM_PROCESSES)")
+flags.DEFINE_integer("process_id", None, "multi-process: this one's index (or JAX_PROCESS_ID)")
+flags.DEFINE_integer("distributed_timeout", 300, "seconds to wait for every process to join")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,8 +34,10 @@ def main(argv):
   _setup_devices(FLAGS.cpu_devices)
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   from crnn_jax.errors import UserError
-  from crnn_jax import train
+  from crnn_jax import distributed, train
   try:
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           FLAGS.distributed_timeout)
     final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     print(f"crnn-train: error: {e}", file=sys.stderr)

@@ -191,6 +191,39 @@ def evaluate(compiled, state, config, data_dir, split, charset, max_examples=Non
 
 
 # ---- the loop -----------------------------------------------------------------------------
+class _Preemption:
+  """SIGTERM (a preempted VM, `scancel`, `docker stop`) -> save at the next step and exit 0.
+
+  One process: a Python handler sets a flag.  Several: jax.distributed's preemption notifier
+  catches SIGTERM and `reached_preemption_sync_point` makes every process stop at the same step
+  (each may get the signal at another time; a collective on a missing peer would hang).
+  """
+
+  def __init__(self, n_proc):
+    import signal
+    self.n_proc, self.flag, self.old = n_proc, False, None
+    if n_proc == 1:
+      try:
+        self.old = signal.signal(signal.SIGTERM, self._handler)
+      except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+        self.old = None
+
+  def _handler(self, signum, frame):
+    self.flag = True
+
+  def reached(self, step):
+    if self.n_proc == 1:
+      return self.flag
+    from jax.experimental import multihost_utils
+    return multihost_utils.reached_preemption_sync_point(step)
+
+  def restore(self):
+    if self.old is not None:
+      import signal
+      signal.signal(signal.SIGTERM, self.old)
+      self.old = None
+
+
 def _run_info(config, mesh):
   try:
     rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -228,6 +261,16 @@ def check_data(config, workdir):
   return cs
 
 
+def check_layout(config, n_devices, n_processes):
+  """Batch sizes must split evenly over processes (each feeds an equal share) and devices."""
+  gb, eb = config.train.batch_size, config.eval.batch_size
+  if n_processes > 1 and (gb % n_processes or eb % n_processes):
+    raise UserError(f"train.batch_size {gb} / eval.batch_size {eb} must divide by the {n_processes} processes "
+                    "(each feeds an equal share of every global batch); change the batch sizes or the process count")
+  if gb % n_devices or eb % n_devices:
+    raise UserError(f"train.batch_size {gb} / eval.batch_size {eb} must divide by the {n_devices} devices")
+
+
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics."""
   from clu import metric_writers
@@ -240,9 +283,7 @@ def train_and_evaluate(config, workdir):
   mesh = mesh_lib.make_mesh()
   n_dev, n_proc = mesh.devices.size, jax.process_count()
   gb = config.train.batch_size
-  if gb % n_dev or config.eval.batch_size % n_dev:
-    raise UserError(f"train.batch_size {gb} / eval.batch_size {config.eval.batch_size} must divide by the "
-                    f"{n_dev} devices")
+  check_layout(config, n_dev, n_proc)
   model = make_model(config, charset.num_classes)
   tx = make_optimizer(config)
   compiled = Compiled(config, model, tx, mesh)
@@ -254,9 +295,21 @@ def train_and_evaluate(config, workdir):
       json.dump(_run_info(config, mesh), f, indent=2)
 
   latest, best = checkpointing.managers(workdir, config)
+  p = jax.process_index()
+  spec = pipeline_spec(config, gb // n_proc)
+  ds = input_pipeline.train_dataset(config.data_dir, spec, config.input.augment, seed=config.seed,
+                                    process_index=p, process_count=n_proc,
+                                    shuffle_buffer=config.input.shuffle_buffer)
+  it = iter(ds)
   if latest.latest_step() is not None:
     state = checkpointing.restore(latest, compiled.abstract_with_shardings())
-    print(f"resumed from step {int(state.step)} in {workdir}", file=sys.stderr)
+    start = int(state.step)
+    why = checkpointing.restore_data_state(workdir, start, it, p, n_proc)
+    if why:
+      print(f"WARNING: resumed from step {start} but {why}; the data order restarts from epoch 0, so this "
+            "run will not be bitwise equal to an uninterrupted one", file=sys.stderr)
+    else:
+      print(f"resumed from step {start} in {workdir} (parameters, optimizer and data position)", file=sys.stderr)
   else:
     state = compiled.init(jax.random.PRNGKey(config.seed))
   start = int(state.step)
@@ -270,48 +323,59 @@ def train_and_evaluate(config, workdir):
       jsonl.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
       jsonl.flush()
 
-  spec = pipeline_spec(config, gb // n_proc)
-  # Resumed runs draw a fresh, seeded order (exact data resume is the scale-out issue's).
-  ds = input_pipeline.train_dataset(config.data_dir, spec, config.input.augment, seed=config.seed + start,
-                                    process_index=jax.process_index(), process_count=n_proc,
-                                    shuffle_buffer=config.input.shuffle_buffer)
-  it = iter(ds)
+  def save_latest(step):
+    # The iterator first (synchronously): an orbax step on disk always has its data position.
+    checkpointing.save_data_state(workdir, step, it, p, n_proc)
+    checkpointing.save(latest, step, state)
+    checkpointing.prune_data_states(workdir, set(latest.all_steps()) | {step}, p, n_proc)
+
+  preemption = _Preemption(n_proc)
   total = config.train.num_steps
   bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=5.0,
              disable=not is_main, file=sys.stderr)
   window = {"t": time.time(), "images": 0}
   t_start = time.time()
   final = {}
-  for step in range(start, total):
-    local = input_pipeline.to_numpy(next(it))
-    width = mesh_lib.agree_on_width(local["image"].shape[2])
-    local = input_pipeline.pad_width(local, width)
-    batch = mesh_lib.global_batch({k: local[k] for k in DEVICE_KEYS}, mesh)
-    state, metrics = compiled.train_step(state, batch)
-    window["images"] += gb
-    done = step + 1
-    if done % config.train.log_every == 0 or done == total:
-      m = jax.device_get(metrics)  # the only host sync of a training window
-      dt = time.time() - window["t"]
-      scalars = {k: float(v) for k, v in m.items() if k not in ("examples",)}
-      scalars["images_per_sec"] = window["images"] / max(dt, 1e-9)
-      scalars["wall_minutes"] = (time.time() - t_start) / 60
-      log(done, scalars)
-      bar.set_postfix(loss=f"{scalars['loss']:.3f}", img_s=f"{scalars['images_per_sec']:.0f}",
-                      lr=f"{scalars['learning_rate']:.2e}")
-      window = {"t": time.time(), "images": 0}
-    bar.update(1)
-    if done % config.train.eval_every == 0 or done == total:
-      res, _, _ = evaluate(compiled, state, config, config.data_dir, config.eval.split, charset,
-                           max_examples=config.eval.max_examples)
-      final = {f"{config.eval.split}/{k}": v for k, v in res.items() if isinstance(v, float)}
-      log(done, final)
-      bar.write(f"step {done}: {config.eval.split} seq_acc {res['seq_acc']:.4f} cer {res['cer']:.4f} "
-                f"(n={res['n']})")
-      checkpointing.save(best, done, state, metrics={"seq_acc": res["seq_acc"]})
-      window["t"] = time.time()  # evaluation time is not training throughput
-    if done % config.train.checkpoint_every == 0 or done == total:
-      checkpointing.save(latest, done, state)
+  try:
+    for step in range(start, total):
+      local = input_pipeline.to_numpy(next(it))
+      width = mesh_lib.agree_on_width(local["image"].shape[2])
+      local = input_pipeline.pad_width(local, width)
+      batch = mesh_lib.global_batch({k: local[k] for k in DEVICE_KEYS}, mesh)
+      state, metrics = compiled.train_step(state, batch)
+      window["images"] += gb
+      done = step + 1
+      if done % config.train.log_every == 0 or done == total:
+        m = jax.device_get(metrics)  # the only host sync of a training window
+        dt = time.time() - window["t"]
+        scalars = {k: float(v) for k, v in m.items() if k not in ("examples",)}
+        scalars["images_per_sec"] = window["images"] / max(dt, 1e-9)
+        scalars["wall_minutes"] = (time.time() - t_start) / 60
+        log(done, scalars)
+        bar.set_postfix(loss=f"{scalars['loss']:.3f}", img_s=f"{scalars['images_per_sec']:.0f}",
+                        lr=f"{scalars['learning_rate']:.2e}")
+        window = {"t": time.time(), "images": 0}
+      bar.update(1)
+      if done % config.train.eval_every == 0 or done == total:
+        res, _, _ = evaluate(compiled, state, config, config.data_dir, config.eval.split, charset,
+                             max_examples=config.eval.max_examples)
+        final = {f"{config.eval.split}/{k}": v for k, v in res.items() if isinstance(v, float)}
+        log(done, final)
+        bar.write(f"step {done}: {config.eval.split} seq_acc {res['seq_acc']:.4f} cer {res['cer']:.4f} "
+                  f"(n={res['n']})")
+        checkpointing.save(best, done, state, metrics={"seq_acc": res["seq_acc"]})
+        window["t"] = time.time()  # evaluation time is not training throughput
+      saved = done % config.train.checkpoint_every == 0 or done == total
+      if saved:
+        save_latest(done)
+      if preemption.reached(done) and done < total:
+        if not saved:
+          save_latest(done)
+        bar.write(f"preempted (SIGTERM): saved step {done} in {workdir}; rerun the same command to resume",
+                  file=sys.stderr)
+        break
+  finally:
+    preemption.restore()
   bar.close()
   latest.wait_until_finished()
   best.wait_until_finished()

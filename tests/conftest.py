@@ -44,3 +44,42 @@ def build(out, corpus, *extra):
 def small_data(tmp_path_factory, small_corpus):
   """A DATA_DIR built by `datagen build` (2 workers) from the small corpus."""
   return build(tmp_path_factory.mktemp("data") / "d", small_corpus, "--workers", "2")
+
+
+# ---- the trainer's tests -------------------------------------------------------------------
+CLEAN = ["--rotate-deg", "0", "--shear-max", "0", "--perspective", "0", "--noise-prob", "0", "--blur-prob", "0",
+         "--lowres-prob", "0", "--texture-prob", "0", "--gradient-prob", "0", "--invert-prob", "0",
+         "--stroke-prob", "0", "--jpeg-min", "90"]
+LINES = ["更上一层楼", "民以食为天", "任重而道远", "一言以蔽之", "润物细无声", "其喜洋洋者矣"]
+
+
+@pytest.fixture(scope="session")
+def overfit_data(tmp_path_factory):
+  """Six corpus lines (one with a doubled character), 8 clean variants each, train split only."""
+  d = tmp_path_factory.mktemp("overfit")
+  corpus = write_corpus(d / "c.txt", LINES)
+  out = d / "data"
+  assert cli.main(["build", "--out", str(out), "--corpus", str(corpus), "--min-char-count", "0",
+                   "--validation-fraction", "0", "--test-fraction", "0", "--variants", "8",
+                   "--examples-per-shard", "8", "--workers", "1", *CLEAN]) == 0
+  return out
+
+
+def tiny_config(data_dir, **overrides):
+  """configs/tiny.py on `data_dir`, evaluated on its train split, with dotted-key overrides."""
+  from configs import tiny
+  c = tiny.get_config()
+  c.data_dir = str(data_dir)
+  c.eval.split = "train"
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def metrics(workdir):
+  import json
+  return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]

@@ -16,43 +16,7 @@ from crnn_jax import input_pipeline, mesh as mesh_lib, train
 from crnn_jax.charset import Charset
 from crnn_jax.errors import UserError
 
-from conftest import write_corpus
-
-CLEAN = ["--rotate-deg", "0", "--shear-max", "0", "--perspective", "0", "--noise-prob", "0", "--blur-prob", "0",
-         "--lowres-prob", "0", "--texture-prob", "0", "--gradient-prob", "0", "--invert-prob", "0",
-         "--stroke-prob", "0", "--jpeg-min", "90"]
-LINES = ["更上一层楼", "民以食为天", "任重而道远", "一言以蔽之", "润物细无声", "其喜洋洋者矣"]
-
-
-@pytest.fixture(scope="session")
-def overfit_data(tmp_path_factory):
-  """Six corpus lines (one with a doubled character), 8 clean variants each, train split only."""
-  from datagen import cli
-  d = tmp_path_factory.mktemp("overfit")
-  corpus = write_corpus(d / "c.txt", LINES)
-  out = d / "data"
-  assert cli.main(["build", "--out", str(out), "--corpus", str(corpus), "--min-char-count", "0",
-                   "--validation-fraction", "0", "--test-fraction", "0", "--variants", "8",
-                   "--examples-per-shard", "8", "--workers", "1", *CLEAN]) == 0
-  return out
-
-
-def tiny_config(data_dir, **overrides):
-  c = tiny.get_config()
-  c.data_dir = str(data_dir)
-  c.eval.split = "train"
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
-
-
-def _metrics(workdir):
-  return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-
+from conftest import LINES, tiny_config, metrics as _metrics
 
 @pytest.fixture(scope="session")
 def trained(overfit_data, tmp_path_factory):
