@@ -27,6 +27,7 @@ def base_config():
   c.model.dropout = 0.1
   c.model.shortcut = False          # linear conv -> classifier path beside the LSTMs
   c.model.conv_impl = "xla"         # "xla" | "im2col" | "im2col_first" (model.py, BENCHMARKS.md)
+  c.model.pool_impl = "reshape"     # "reshape" | "reduce_window" (nn.max_pool; slower gradient on CPU)
   c.model.dtype = "float32"
 
   c.optimizer = ml_collections.ConfigDict()

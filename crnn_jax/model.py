@@ -98,6 +98,8 @@ class CRNN(nn.Module):
   # "xla": lax.conv; "im2col": every conv as patches x matrix (faster on 1 CPU device with
   # several threads); "im2col_first": only the first (1-channel) conv.
   conv_impl: str = "xla"
+  # "reshape": max pool as reshape + max (fast gradient on CPU); "reduce_window": nn.max_pool.
+  pool_impl: str = "reshape"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -114,7 +116,10 @@ class CRNN(nn.Module):
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, name=f"bn{i}")(x)
       x = nn.relu(x)
       if tuple(pool) != (1, 1):
-        x = max_pool(x, tuple(pool))
+        if self.pool_impl == "reshape":
+          x = max_pool(x, tuple(pool))
+        else:
+          x = nn.max_pool(x, tuple(pool), strides=tuple(pool))
     b, h, w, c = x.shape
     x = jnp.transpose(x, (0, 2, 1, 3)).reshape(b, w, h * c)  # one frame per column
     feats = x
