@@ -1,0 +1,58 @@
+"""The training input pipeline alone: local batches/s and images/s it delivers (augmentation on).
+
+    python bench/pipeline.py [--config configs/poem_cpu.py] [--data data/poem] [--windows 5]
+        [--window-batches 50]
+
+Builds `train_dataset` exactly as `crnn-train` does for one process (config's batch size,
+buckets, augmentation, shuffle buffer), converts each batch to numpy as the trainer does, and
+times `--windows` windows after a warm-up window.  Compare with the trainer's consumption
+(`bench/train_step.py`, or images_per_sec in a run's metrics.jsonl): the issue's target is >= 3x.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--config", default="configs/poem_cpu.py")
+  ap.add_argument("--data", default=None, help="DATA_DIR (default: the config's)")
+  ap.add_argument("--windows", type=int, default=5)
+  ap.add_argument("--window-batches", type=int, default=50)
+  args = ap.parse_args()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from crnn_jax import input_pipeline, train
+  spec_ = importlib.util.spec_from_file_location("cfg", args.config)
+  mod = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(mod)
+  c = mod.get_config()
+  data = args.data or c.data_dir
+  spec = train.pipeline_spec(c, c.train.batch_size)
+  ds = input_pipeline.train_dataset(data, spec, c.input.augment, seed=c.seed, shuffle_buffer=c.input.shuffle_buffer)
+  it = iter(ds)
+  for _ in range(args.window_batches):  # warm-up: file opening, first shuffle block, autotune
+    input_pipeline.to_numpy(next(it))
+  rates, widths = [], []
+  for _ in range(args.windows):
+    t, n = time.perf_counter(), 0
+    for _ in range(args.window_batches):
+      b = input_pipeline.to_numpy(next(it))
+      n += len(b["weight"])
+      widths.append(b["image"].shape[2])
+    rates.append(n / (time.perf_counter() - t))
+  print(json.dumps({"config": args.config, "data": data, "batch": c.train.batch_size,
+                    "images_per_sec_median": round(statistics.median(rates), 1),
+                    "min": round(min(rates), 1), "max": round(max(rates), 1),
+                    "mean_bucket_width": round(statistics.mean(widths), 1),
+                    "windows": f"{args.windows} x {args.window_batches} batches"}))
+
+
+if __name__ == "__main__":
+  main()
