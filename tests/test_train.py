@@ -67,16 +67,17 @@ def test_train_step_compiles_once_per_width_bucket(overfit_data):
   assert int(state.step) == 40
 
 
-def test_same_global_batch_same_loss_on_1_and_8_devices(overfit_data):
-  script = pathlib.Path(__file__).with_name("loss_on_devices.py")
+def test_same_global_batch_same_loss_on_1_and_8_devices(overfit_data, tmp_path):
+  script = pathlib.Path(__file__).with_name("multihost_worker.py")
   losses = []
   for n in (1, 8):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run([sys.executable, str(script), str(overfit_data)], env=env, capture_output=True,
-                         text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, str(script), str(overfit_data), str(tmp_path / f"{n}.npz"), "3"], env=env,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["devices"] == n
+    assert res["devices"] == n and res["processes"] == 1
     losses.append(res)
   np.testing.assert_allclose(losses[0]["losses"], losses[1]["losses"], rtol=2e-5)
 
