@@ -34,19 +34,6 @@ def load(path):
   return mod.get_config()
 
 
-def timed_windows(sides, windows, reps):
-  """sides: {name: fn(n) -> None (runs n iterations, blocking)}; alternates; returns seconds/iter."""
-  out = {k: [] for k in sides}
-  for fn in sides.values():
-    fn(2)  # warm-up
-  for _ in range(windows):
-    for name, fn in sides.items():
-      t = time.perf_counter()
-      fn(reps)
-      out[name].append((time.perf_counter() - t) / reps)
-  return out
-
-
 def _parser():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--configs", default="configs/poem_cpu.py,configs/crnn_paper.py")
@@ -59,100 +46,6 @@ def _parser():
   ap.add_argument("--train_reps", type=int, default=5)
   ap.add_argument("--infer_reps", type=int, default=10)
   return ap
-
-
-def main():
-  """The earlier in-process variant (threads interfere; kept for comparison)."""
-  args = _parser().parse_args()
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             f" --xla_force_host_platform_device_count={args.cpu_devices}").strip()
-  import jax
-  import numpy as np
-  import torch
-  from bench import torch_crnn
-  from crnn_jax import mesh as mesh_lib, train
-  from crnn_jax.model import width_stride
-  torch.set_num_threads(args.threads)
-  mesh = mesh_lib.make_mesh()
-  bs, w, ncls = args.batch, args.width, args.num_classes
-  rng = np.random.default_rng(0)
-  info = {"machine": f"{os.cpu_count()} cores {platform.machine()}", "jax_version": jax.__version__,
-          "torch_version": torch.__version__, "devices": jax.device_count(), "torch_threads": torch.get_num_threads(),
-          "batch": bs, "width": w}
-  for path in args.configs.split(","):
-    c = load(path)
-    c.train.batch_size = bs
-    h = c.input.height
-    frames = w // width_stride(c.model.conv_pools)
-    labels = rng.integers(1, ncls, (bs, c.input.max_label_length)).astype(np.int32)
-    lab_len = np.full((bs,), 6, np.int32)
-    images = rng.random((bs, h, w, 1), np.float32)
-    # ours
-    model = train.make_model(c, ncls)
-    compiled = train.Compiled(c, model, train.make_optimizer(c), mesh)
-    state = [compiled.init(jax.random.PRNGKey(0))]
-    batch = mesh_lib.global_batch({"image": images, "frames": np.full((bs,), frames, np.int32), "label": labels,
-                                   "label_len": lab_len, "feasible": np.ones((bs,), bool),
-                                   "weight": np.ones((bs,), np.float32)}, mesh)
-
-    def ours_train(n):
-      m = None
-      for _ in range(n):
-        state[0], m = compiled.train_step(state[0], batch)
-      jax.block_until_ready(m)
-
-    # torch
-    trainer = torch_crnn.Trainer(c, ncls)
-    t_img = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    t_lab = torch.from_numpy(labels[:, :6].astype(np.int64))
-    t_in = torch.full((bs,), frames, dtype=torch.long)
-    t_ll = torch.from_numpy(lab_len.astype(np.int64))
-
-    def torch_train(n):
-      for _ in range(n):
-        trainer.step(t_img, t_lab, t_in, t_ll)
-
-    res = timed_windows({"ours": ours_train, "torch": torch_train}, args.windows, args.train_reps)
-    _report(info, path, "train", res, bs, "images/s")
-
-    # inference: batched throughput and single-image latency
-    def ours_infer_fn(imgs):
-      g = mesh_lib.global_batch({"image": imgs, "frames": np.full((len(imgs),), frames, np.int32)}, mesh) \
-          if len(imgs) % jax.device_count() == 0 else None
-      def run(n):
-        r = None
-        for _ in range(n):
-          r = compiled.predict_step(state[0], g["image"], g["frames"])
-        jax.block_until_ready(r)
-      return run
-    tm = trainer.model.eval()
-
-    def torch_infer_fn(imgs):
-      x = torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy())
-      def run(n):
-        with torch.inference_mode():
-          for _ in range(n):
-            tm(x).argmax(-1)
-      return run
-    res = timed_windows({"ours": ours_infer_fn(images), "torch": torch_infer_fn(images)}, args.windows,
-                        args.infer_reps)
-    _report(info, path, "inference, batched", res, bs, "images/s")
-    one = images[:jax.device_count()] if jax.device_count() > 1 else images[:1]
-    # Single image: ours on one device (a lone image cannot split over a data axis).
-    single = jax.jit(lambda s, x, f: jax.numpy.argmax(model.apply(
-        {"params": s.params, "batch_stats": s.batch_stats}, x, f, train=False), -1))
-    st1 = jax.device_put(state[0], jax.devices()[0])
-    x1, f1 = jax.device_put(images[:1], jax.devices()[0]), jax.device_put(np.full((1,), frames, np.int32),
-                                                                          jax.devices()[0])
-
-    def ours_single(n):
-      r = None
-      for _ in range(n):
-        r = single(st1, x1, f1)
-      jax.block_until_ready(r)
-    del one
-    res = timed_windows({"ours": ours_single, "torch": torch_infer_fn(images[:1])}, args.windows, args.infer_reps)
-    _report(info, path, "latency, 1 image", res, 1, "ms")
 
 
 def _report(info, config, what, res, bs, unit):
@@ -243,7 +136,7 @@ def worker(side, config_path, args):
     print((time.perf_counter() - t) / int(n), flush=True)
 
 
-def main_processes(args):
+def main(args):
   import subprocess
   import numpy as np  # noqa: F401
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
@@ -293,4 +186,4 @@ if __name__ == "__main__":
     worker_args = _parser().parse_args()
     worker(side, worker_args.configs, worker_args)
   else:
-    main_processes(_parser().parse_args())
+    main(_parser().parse_args())
