@@ -45,6 +45,8 @@ def main(argv=None):
   ap.add_argument("--checkpoint", default="best", choices=("best", "latest"))
   ap.add_argument("--gallery", type=int, default=40, help="worst cases drawn into errors_<split>.png")
   ap.add_argument("--max-examples", type=int, default=None)
+  ap.add_argument("--predictions", default=None, metavar="F.tsv",
+                  help="also write every example as reference<TAB>prediction<TAB>font<TAB>edit distance")
   args = ap.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from crnn_jax import train, workdir as workdir_lib
@@ -65,6 +67,12 @@ def main(argv=None):
   res = {"workdir": args.workdir, "checkpoint_step": step, "split": args.split, "data": data, **res}
   with open(os.path.join(args.workdir, f"eval_{args.split}.json"), "w", encoding="utf-8") as f:
     json.dump(res, f, ensure_ascii=False, indent=2)
+  if args.predictions:
+    with open(args.predictions, "w", encoding="utf-8") as f:
+      f.write("reference\tprediction\tfont\tedit_distance\n")
+      for ref, hyp, font, dist in acc.rows:
+        f.write(f"{ref}\t{hyp}\t{font}\t{dist}\n")
+    print(f"predictions ({len(acc.rows)} rows): {args.predictions}", file=sys.stderr)
   if args.gallery > 0 and acc.rows:
     worst = [i for i in acc.worst(args.gallery) if acc.rows[i][3] > 0]
     path = os.path.join(args.workdir, f"errors_{args.split}.png")

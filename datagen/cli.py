@@ -43,7 +43,7 @@ def _add_split(p):
   p.add_argument("--seed", type=int, default=0, help="seed of the split and of every random choice")
   p.add_argument("--validation-fraction", type=float, default=0.05, help="share of lines held out for validation")
   p.add_argument("--test-fraction", type=float, default=0.05, help="share of lines held out for test")
-  p.add_argument("--min-char-count", type=int, default=20,
+  p.add_argument("--min-char-count", type=int, default=40,
                  help="balance lines are added until every character occurs this often in training text "
                       "(0 = no balance lines)")
 
@@ -55,7 +55,7 @@ def _add_render(p):
                  help="font names (file stems) used only for validation/test images, an unseen-font "
                       f"check (default: {' '.join(fonts_lib.DEFAULT_HOLDOUT)} with the bundled fonts, "
                       "none with --fonts)")
-  p.add_argument("--variants", type=int, default=8, help="images rendered per training line")
+  p.add_argument("--variants", type=int, default=10, help="images rendered per training line")
   p.add_argument("--eval-variants", type=int, default=5,
                  help="images per validation/test line, cycling through the fonts that cover it")
   p.add_argument("--target-height", type=int, default=32, help="model input height (shared with the model config)")
