@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from crnn_jax import checkpointing, input_pipeline, mesh as mesh_lib
+from crnn_jax import checkpointing, compile_stats, input_pipeline, mesh as mesh_lib
 from crnn_jax.charset import Charset
 from crnn_jax.decode import greedy_batch
 from crnn_jax.errors import UserError
@@ -339,13 +339,28 @@ def train_and_evaluate(config, workdir):
   window = {"t": time.time(), "images": 0}
   t_start = time.time()
   final = {}
+  counter = compile_stats.CompileCounter()
+  stats = {"train_step_compiles_by_width": {}, "train_step_compile_seconds_by_width": {},
+           "recompiles_after_first_use": 0}
   try:
     for step in range(start, total):
       local = input_pipeline.to_numpy(next(it))
       width = mesh_lib.agree_on_width(local["image"].shape[2])
       local = input_pipeline.pad_width(local, width)
       batch = mesh_lib.global_batch({k: local[k] for k in DEVICE_KEYS}, mesh)
+      n0, s0 = counter.snapshot()
       state, metrics = compiled.train_step(state, batch)
+      n1, s1 = counter.snapshot()
+      if n1 > n0:  # compiles happen synchronously inside the call; attribute them to this width
+        key = str(width)
+        if key in stats["train_step_compiles_by_width"]:
+          stats["recompiles_after_first_use"] += n1 - n0
+          bar.write(f"WARNING: the train step recompiled for width {width} at step {step + 1}", file=sys.stderr)
+        else:
+          bar.write(f"compiled the train step for width {width}: {s1 - s0:.1f} s", file=sys.stderr)
+        stats["train_step_compiles_by_width"][key] = stats["train_step_compiles_by_width"].get(key, 0) + n1 - n0
+        stats["train_step_compile_seconds_by_width"][key] = round(
+            stats["train_step_compile_seconds_by_width"].get(key, 0.0) + s1 - s0, 2)
       window["images"] += gb
       done = step + 1
       if done % config.train.log_every == 0 or done == total:
@@ -354,6 +369,8 @@ def train_and_evaluate(config, workdir):
         scalars = {k: float(v) for k, v in m.items() if k not in ("examples",)}
         scalars["images_per_sec"] = window["images"] / max(dt, 1e-9)
         scalars["wall_minutes"] = (time.time() - t_start) / 60
+        scalars["compiles"], scalars["compile_seconds"] = counter.snapshot()
+        scalars["peak_rss_mb"] = compile_stats.peak_rss_mb()
         log(done, scalars)
         bar.set_postfix(loss=f"{scalars['loss']:.3f}", img_s=f"{scalars['images_per_sec']:.0f}",
                         lr=f"{scalars['learning_rate']:.2e}")
@@ -379,7 +396,14 @@ def train_and_evaluate(config, workdir):
         break
   finally:
     preemption.restore()
+    counter.close()
   bar.close()
+  if is_main:
+    n, secs = counter.snapshot()
+    stats.update(compiles_total=n, compile_seconds_total=round(secs, 2), peak_rss_mb=round(compile_stats.peak_rss_mb(), 1),
+                 steps=f"{start}-{int(state.step)}")
+    with open(os.path.join(workdir, "compile_stats.json"), "w", encoding="utf-8") as f:
+      json.dump(stats, f, indent=2)
   latest.wait_until_finished()
   best.wait_until_finished()
   writer.flush()

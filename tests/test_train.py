@@ -44,7 +44,15 @@ def test_workdir_contents(trained):
   info = json.loads((wd / "run_info.json").read_text())
   assert info["versions"]["jax"] == jax.__version__ and info["devices"]
   m = _metrics(wd)[-2]
-  assert {"loss", "learning_rate", "grad_norm", "images_per_sec", "infeasible"} <= set(m)
+  assert {"loss", "learning_rate", "grad_norm", "images_per_sec", "infeasible", "compiles",
+          "peak_rss_mb"} <= set(m)
+  stats = json.loads((wd / "compile_stats.json").read_text())
+  # one compile per width bucket the run met, each attributed to its width; none after first use
+  by_w = stats["train_step_compiles_by_width"]
+  assert by_w and all(n >= 1 for n in by_w.values()), stats
+  assert set(stats["train_step_compile_seconds_by_width"]) == set(by_w)
+  assert stats["recompiles_after_first_use"] == 0
+  assert stats["peak_rss_mb"] > 50 and stats["compiles_total"] >= len(by_w)
 
 
 def test_train_step_compiles_once_per_width_bucket(overfit_data):
