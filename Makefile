@@ -9,7 +9,7 @@ WORKDIR ?= runs/poem_cpu
 CONFIG ?= configs/poem_cpu.py
 PYTHON ?= python3
 
-.PHONY: main test data bench-datagen venv
+.PHONY: main test data bench bench-deps bench-datagen venv
 
 venv: $(VENV)/.installed
 
@@ -32,3 +32,18 @@ test: $(VENV)/.installed
 
 bench-datagen: $(VENV)/.installed
 	$(PY) bench/bench_datagen.py --write BENCHMARKS.md
+
+# The benchmark suite of BENCHMARKS.md (~30 min on 2 cores), after `make main` (it reads WORKDIR's
+# run: time to accuracy, compiles, peak RSS, the trainer's consumption, our test accuracy).
+# Each script rewrites its own section of BENCHMARKS.md.
+bench: $(VENV)/.installed bench-deps
+	$(PY) bench/report_run.py --workdir $(WORKDIR) --command "make main WORKDIR=$(WORKDIR)" --write BENCHMARKS.md || true
+	$(PY) bench/bench_datagen.py --write BENCHMARKS.md
+	$(PY) bench/pipeline.py --data $(DATA) --workdir $(WORKDIR) --write BENCHMARKS.md
+	$(PY) bench/compile_time.py --write BENCHMARKS.md
+	$(PY) bench/vs_pytorch.py --workdir $(WORKDIR) --windows 5 --write BENCHMARKS.md
+
+# The other sides of bench/vs_pytorch.py (not project dependencies): torch's CPU build and
+# PaddleOCR's PP-OCRv6 recognizer through rapidocr (ONNX models inside its wheel).
+bench-deps: $(VENV)/.installed
+	$(PY) -c "import torch, rapidocr" 2>/dev/null || $(VENV)/bin/pip install -q torch==2.13.0 rapidocr==3.10.0 onnxruntime==1.32.0

@@ -39,6 +39,27 @@ def main():
   vals = [(r["step"], r["validation/seq_acc"], r["validation/cer"]) for r in rows if "validation/seq_acc" in r]
   plot_learning_curve(wd, args.plot, title=f"{wd.name}: training loss and validation accuracy")
   met = ev["seq_acc"] >= TARGET_ACC and minutes <= TARGET_MIN
+  # Time to 95%: the first periodic evaluation at >= 95% (validation: unseen lines made like the
+  # test's; test is read once, at the end).  wall_minutes of the nearest training log before it.
+  t95 = None
+  for step, acc, _ in vals:
+    if acc >= 0.95:
+      before = [r for r in train if r["step"] <= step]
+      t95 = (step, before[-1]["wall_minutes"] if before else None)
+      break
+  cs_path = wd / "compile_stats.json"
+  cs = json.loads(cs_path.read_text(encoding="utf-8")) if cs_path.exists() else None
+  if cs:
+    secs = cs["train_step_compile_seconds_by_width"]
+    cs_rows = f"""| train-step compiles (width buckets met) / recompiles after a bucket's first use | {sum(cs['train_step_compiles_by_width'].values())} ({len(secs)} buckets) / **{cs['recompiles_after_first_use']}** |
+| train-step compile time, total (per bucket {min(secs.values()):.1f}-{max(secs.values()):.1f} s) | {sum(secs.values()):.0f} s |
+| all XLA compiles in the run (train, eval, init) | {cs['compiles_total']}, {cs['compile_seconds_total']:.0f} s |
+| peak RSS of the training process | {cs['peak_rss_mb']:.0f} MiB |
+"""
+  else:
+    cs_rows = ""
+  t95_row = (f"| time to 95% (first validation eval >= 0.95) | **{t95[1]:.1f} min** (step {t95[0]}) |\n"
+             if t95 and t95[1] is not None else "| time to 95% (validation) | not reached |\n")
   fonts = "\n".join(f"| {f} | {m['n']} | {m['seq_acc']:.4f} | {m['cer']:.4f} |" for f, m in ev["by_font"].items())
   lengths = "\n".join(f"| {k} | {m['n']} | {m['seq_acc']:.4f} | {m['cer']:.4f} |" for k, m in ev["by_length"].items())
   curve = "\n".join(f"| {s} | {a:.3f} | {c:.3f} |" for s, a, c in vals)
@@ -52,7 +73,7 @@ Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']
 | test sequence accuracy (checkpoint of step {ev['checkpoint_step']}, {ev['n']} images) | **{ev['seq_acc']:.4f}** |
 | test CER / 1 - NED | {ev['cer']:.4f} / {ev['one_minus_ned']:.4f} |
 | training throughput, median (min-max) over log windows | {speeds[len(speeds) // 2]:.0f} ({speeds[0]:.0f}-{speeds[-1]:.0f}) images/s |
-| target: >= {TARGET_ACC:.0%} within {TARGET_MIN:.0f} min | **{'met' if met else 'NOT met'}** |
+{t95_row}{cs_rows}| target: >= {TARGET_ACC:.0%} within {TARGET_MIN:.0f} min | **{'met' if met else 'NOT met'}** |
 
 ![learning curve]({args.plot})
 

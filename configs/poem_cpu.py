@@ -4,7 +4,8 @@
 
 Conv 16-48-96-128-160 with batch norm (height 32 -> 1, width stride 8: 1/8 frame per pixel,
 ~3 frames per character), two BiLSTM layers of 128 plus a linear shortcut from the conv
-features, linear to 3,789 characters + blank.  Batch 32, Adam 2e-3, cosine over 10,000 steps.
+features, linear to 3,789 characters + blank.  Batch 32, Adam 2e-3, cosine over 8,000 steps
+(~55 min on the 2-core CPU when it runs at ~83 images/s; BENCHMARKS.md).
 Expected: see BENCHMARKS.md (time to accuracy, accuracy by font and length).
 """
 from configs.common import base_config
@@ -21,7 +22,7 @@ def get_config():
   # sooner: loss 14.6 vs 39.8 at step 800 (BENCHMARKS.md, "Time to accuracy").
   c.model.shortcut = True
   c.train.batch_size = 32
-  c.train.num_steps = 10000
+  c.train.num_steps = 8000
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 300
   c.train.eval_every = 1000

@@ -2,10 +2,13 @@
 
     crnn-eval --workdir W [--data D] [--split test] [--checkpoint best|latest] [--gallery N]
 
-Prints the metrics as JSON (overall, by length, by font) and writes
-W/eval_<split>.json and W/errors_<split>.png (the worst N: image, truth, prediction).
+Prints the metrics as JSON (overall, by length, by font, and by how often the reference characters
+occur in the training text when DATA_DIR has datagen's splits/) and writes
+W/eval_<split>.json and W/errors_<split>.png (the worst N: image, truth, prediction);
+`--predictions F.tsv` also writes every example.
 """
 import argparse
+import collections
 import json
 import os
 import sys
@@ -34,6 +37,18 @@ def _label_font():
     return fonts.default_fonts()[0].path
   except ImportError:
     return None
+
+
+def train_char_counts(data_dir):
+  """char -> occurrences in DATA_DIR/splits/train.txt (datagen's training text), or None."""
+  path = os.path.join(data_dir, "splits", "train.txt")
+  if not os.path.exists(path):
+    return None
+  counts = collections.Counter()
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      counts.update(line.rstrip("\n").split("\t")[-1])
+  return counts
 
 
 def main(argv=None):
@@ -65,6 +80,9 @@ def main(argv=None):
     print(f"crnn-eval: error: {e}", file=sys.stderr)
     return 2
   res = {"workdir": args.workdir, "checkpoint_step": step, "split": args.split, "data": data, **res}
+  counts = train_char_counts(data)
+  if counts is not None:
+    res["by_train_count"] = acc.by_train_count(counts)
   with open(os.path.join(args.workdir, f"eval_{args.split}.json"), "w", encoding="utf-8") as f:
     json.dump(res, f, ensure_ascii=False, indent=2)
   if args.predictions:

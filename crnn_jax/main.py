@@ -19,6 +19,9 @@ flags.DEFINE_string("coordinator_address", None, "multi-process: HOST:PORT of pr
 flags.DEFINE_integer("num_processes", None, "multi-process: how many (or JAX_NUM_PROCESSES)")
 flags.DEFINE_integer("process_id", None, "multi-process: this one's index (or JAX_PROCESS_ID)")
 flags.DEFINE_integer("distributed_timeout", 300, "seconds to wait for every process to join")
+flags.DEFINE_string("compilation_cache", None, "a folder for JAX's persistent compilation cache: a rerun or "
+                    "resume with the same config loads the compiled steps instead of compiling "
+                    "(BENCHMARKS.md: compile time per width bucket with and without it)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,6 +38,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   from crnn_jax.errors import UserError
   from crnn_jax import distributed, train
+  if FLAGS.compilation_cache:
+    train.enable_compilation_cache(FLAGS.compilation_cache)
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            FLAGS.distributed_timeout)

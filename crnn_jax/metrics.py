@@ -3,9 +3,12 @@
   seq_acc  = exact matches / examples
   cer      = sum(edit distance) / sum(reference length)           (corpus-level)
   one_minus_ned = mean over examples of 1 - ED / max(len(ref), len(hyp))   (ICDAR-style)
-Reported overall, by reference length and by font.
+Reported overall, by reference length and by font; `by_train_count` splits the reference
+characters by how often each occurs in the training text (misread = substituted or deleted in a
+difflib alignment of reference and prediction).
 """
 import collections
+import difflib
 
 import numpy as np
 
@@ -54,6 +57,29 @@ class Accumulator:
     out["by_length"] = {str(k): self._summary(v) for k, v in sorted(by_len.items())}
     out["by_font"] = {k: self._summary(v) for k, v in sorted(by_font.items())}
     return out
+
+  COUNT_BINS = (0, 25, 50, 100, 300)
+
+  def by_train_count(self, train_counts):
+    """{"lo-hi": {"chars", "misread", "rate"}}: reference characters binned by their count in the
+    training text (`train_counts`: char -> occurrences); a character is misread when the
+    alignment substitutes or deletes it."""
+    edges = self.COUNT_BINS
+    names = [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
+
+    def name(n):
+      i = sum(1 for e in edges[1:] if n >= e)
+      return names[i]
+    tot, bad = collections.Counter(), collections.Counter()
+    for ref, hyp, _, dist in self.rows:
+      for ch in ref:
+        tot[name(train_counts.get(ch, 0))] += 1
+      if dist:
+        for op, i1, i2, _, _ in difflib.SequenceMatcher(None, ref, hyp, autojunk=False).get_opcodes():
+          if op in ("replace", "delete"):
+            for ch in ref[i1:i2]:
+              bad[name(train_counts.get(ch, 0))] += 1
+    return {k: {"chars": tot[k], "misread": bad[k], "rate": bad[k] / tot[k]} for k in names if tot[k]}
 
   def worst(self, k):
     """The k rows with the largest edit distance relative to the reference length."""

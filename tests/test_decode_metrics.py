@@ -49,3 +49,14 @@ def test_golden_metrics():
   assert r["by_font"]["kai"]["cer"] == pytest.approx(1 / 7)
   assert r["by_length"]["5"]["n"] == 3 and r["by_length"]["2"]["seq_acc"] == 0.0
   assert acc.worst(2) == [2, 1]  # largest edit distance per reference character first
+
+
+def test_misreads_by_training_count_of_the_character():
+  acc = Accumulator()
+  acc.add(["赢家", "天地", "天"], ["羸家", "天地", ""])  # 赢 substituted, 天 deleted
+  counts = {"赢": 3, "家": 500, "天": 30, "地": 120}
+  got = acc.by_train_count(counts)
+  assert got == {"0-24": {"chars": 1, "misread": 1, "rate": 1.0},
+                 "25-49": {"chars": 2, "misread": 1, "rate": 0.5},
+                 "100-299": {"chars": 1, "misread": 0, "rate": 0.0},
+                 "300+": {"chars": 1, "misread": 0, "rate": 0.0}}

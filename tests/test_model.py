@@ -8,7 +8,7 @@ import pytest
 from configs import tiny
 from crnn_jax import train
 from crnn_jax.errors import UserError
-from crnn_jax.model import CRNN, Conv3x3, max_pool
+from crnn_jax.model import CRNN, Conv3x3, Conv3x3GemmGrad, max_pool
 
 
 def test_max_pool_matches_flax():
@@ -17,19 +17,25 @@ def test_max_pool_matches_flax():
     np.testing.assert_array_equal(max_pool(x, pool), nn.max_pool(x, pool, strides=pool))
 
 
-def test_im2col_conv_matches_flax_conv_values_and_init():
+@pytest.mark.parametrize("module", [Conv3x3, Conv3x3GemmGrad])
+def test_fast_convs_match_flax_conv_values_grads_and_init(module):
   x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 10, 4)), jnp.float32)
   ref = nn.Conv(5, (3, 3), padding="SAME", use_bias=False)
   v_ref = ref.init(jax.random.PRNGKey(3), x)
-  v = Conv3x3(5).init(jax.random.PRNGKey(3), x)
+  v = module(5).init(jax.random.PRNGKey(3), x)
   np.testing.assert_array_equal(v["params"]["kernel"], v_ref["params"]["kernel"])  # same checkpoints
-  np.testing.assert_allclose(Conv3x3(5).apply(v, x), ref.apply(v_ref, x), rtol=1e-5, atol=1e-5)
-  g = jax.grad(lambda k: jnp.sum(Conv3x3(5).apply({"params": {"kernel": k}}, x) ** 2))(v["params"]["kernel"])
-  g_ref = jax.grad(lambda k: jnp.sum(ref.apply({"params": {"kernel": k}}, x) ** 2))(v["params"]["kernel"])
-  np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(module(5).apply(v, x), ref.apply(v_ref, x), rtol=1e-5, atol=1e-5)
+  dy = jnp.asarray(np.random.default_rng(4).normal(size=(2, 6, 10, 5)), jnp.float32)
+
+  def grads(m, variables):  # kernel and input gradients of <m(x), dy>
+    return jax.grad(lambda k, x_: jnp.sum(m.apply({"params": {"kernel": k}}, x_) * dy), argnums=(0, 1))(
+        variables["params"]["kernel"], x)
+  for g, g_ref in zip(grads(module(5), v), grads(ref, v_ref)):
+    np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("conv_impl,pool_impl", [("im2col", "reshape"), ("im2col_first", "reduce_window")])
+@pytest.mark.parametrize("conv_impl,pool_impl", [("im2col", "reshape"), ("im2col_first", "reduce_window"),
+                                                 ("gemm_grad", "reshape")])
 def test_crnn_variants_give_the_same_logits(conv_impl, pool_impl):
   m = tiny.get_config().model
   kw = dict(num_classes=11, conv_features=tuple(m.conv_features), conv_pools=tuple(m.conv_pools),

@@ -180,7 +180,34 @@ def test_predict_reads_training_lines_and_reports_bad_images(trained, overfit_da
 def test_eval_cli_prints_metrics_and_writes_a_gallery(trained, overfit_data, capsys):
   from crnn_jax import evaluate
   wd, _ = trained
-  assert evaluate.main(["--workdir", str(wd), "--split", "train", "--gallery", "10"]) == 0
+  pred = wd / "pred.tsv"
+  assert evaluate.main(["--workdir", str(wd), "--split", "train", "--gallery", "10",
+                        "--predictions", str(pred)]) == 0
   res = json.loads(capsys.readouterr().out)
   assert res["n"] == 48 and res["seq_acc"] >= 0.9 and "by_font" in res and "by_length" in res
   assert (wd / "eval_train.json").exists()
+  rows = pred.read_text(encoding="utf-8").splitlines()
+  assert rows[0].split("\t") == ["reference", "prediction", "font", "edit_distance"] and len(rows) == 49
+  assert {r.split("\t")[0] for r in rows[1:]} <= set(LINES)
+  # the six training lines, 8 variants each: every reference character counted in its bin
+  assert sum(b["chars"] for b in res["by_train_count"].values()) == sum(len(r.split("\t")[0]) for r in rows[1:])
+
+
+def test_compilation_cache_serves_a_rerun(tmp_path, overfit_data):
+  """`crnn-train --compilation_cache DIR`: the second run of the same config compiles (almost)
+  nothing of its own; the first fills DIR."""
+  cache = tmp_path / "cache"
+  stats = []
+  for name in ("a", "b"):
+    out = _cli("crnn_jax.main", "--config", "configs/tiny.py", "--workdir", str(tmp_path / name),
+               f"--config.data_dir={overfit_data}", "--config.train.num_steps=4", "--config.train.eval_every=4",
+               "--config.eval.split=train", "--config.eval.max_examples=8", "--compilation_cache", str(cache))
+    assert out.returncode == 0, out.stderr[-3000:]
+    stats.append(json.loads((tmp_path / name / "compile_stats.json").read_text()))
+  assert any(cache.iterdir()), "the cache folder stayed empty"
+  first, second = stats
+  assert first["compiles_total"] >= 2 and first["cache_hits_total"] == 0, first
+  # the same train-step executables, now loaded instead of compiled
+  assert second["train_step_compiles_by_width"] == first["train_step_compiles_by_width"], (first, second)
+  assert second["cache_hits_total"] >= sum(second["train_step_compiles_by_width"].values()), second
+  assert second["compiles_total"] < first["compiles_total"], (first, second)
