@@ -39,6 +39,28 @@ def apply_sets(config, sets):
   return config
 
 
+def top_ops(trace_dir, steps, k=25):
+  """Sums the durations of the XLA op events in a Perfetto trace by op name (ms per step)."""
+  import collections
+  import glob
+  import gzip
+  path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True))[-1]
+  with gzip.open(path, "rt") as f:
+    events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  threads = {(e.get("pid"), e.get("tid")): e.get("args", {}).get("name", "") for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+  tot = collections.Counter()
+  for e in events:
+    if e.get("ph") != "X" or "dur" not in e:
+      continue
+    tname = threads.get((e.get("pid"), e.get("tid")), "")
+    if "python" in tname.lower() or tname.startswith("MainThread"):
+      continue  # host-side Python spans
+    tot[e["name"]] += e["dur"] / 1e3 / steps
+  return [(n, round(ms, 2)) for n, ms in tot.most_common(k)]
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--config", default="configs/poem_cpu.py")
@@ -51,6 +73,9 @@ def main():
   ap.add_argument("--set", action="append", help="key=python_literal config override (repeatable)")
   ap.add_argument("--variant", action="append", default=[],
                   help="NAME:key=val;key=val — a variant measured in alternation with the base")
+  ap.add_argument("--profile", default=None, metavar="DIR",
+                  help="also trace --window-steps steps of each variant with jax.profiler into DIR (Perfetto) "
+                       "and print the ops that took the most time")
   args = ap.parse_args()
   if args.cpu_devices:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -107,6 +132,14 @@ def main():
         r["state"], m = r["compiled"].train_step(r["state"], r["batch"])
       jax.block_until_ready(m)
       r["rates"].append(args.window_steps * r["bs"] / (time.perf_counter() - t))
+  if args.profile:
+    for r in runs:
+      d = os.path.join(args.profile, r["name"])
+      with jax.profiler.trace(d, create_perfetto_trace=True):
+        for _ in range(args.window_steps):
+          r["state"], m = r["compiled"].train_step(r["state"], r["batch"])
+        jax.block_until_ready(m)
+      print(json.dumps({"variant": r["name"], "top_ops_ms_per_step": top_ops(d, args.window_steps)}))
   base = statistics.median(runs[0]["rates"])
   for r in runs:
     med = statistics.median(r["rates"])
