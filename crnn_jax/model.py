@@ -77,54 +77,6 @@ class Conv3x3(nn.Module):
     return y.reshape(b, h, w, self.features)
 
 
-def _patches(x):
-  """3x3 'SAME' im2col: [B, H, W, C] -> [B*H*W, 9*C], tap-major (matches kernel.reshape(9*C, F))."""
-  b, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  cols = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
-  return cols.reshape(-1, 9 * c)
-
-
-def _conv_same(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@jax.custom_vjp
-def conv3x3_gemm_grad(x, kernel):
-  """3x3 'SAME' convolution: XLA's convolution forward and input gradient, but the kernel
-  gradient as one matrix product patches^T @ dy instead of XLA's backward-filter convolution
-  (the slow one on the CPU backend)."""
-  return _conv_same(x, kernel)
-
-
-def _c3_fwd(x, kernel):
-  return _conv_same(x, kernel), (x, kernel)
-
-
-def _c3_bwd(res, dy):
-  x, kernel = res
-  _, vjp_x = jax.vjp(lambda x_: _conv_same(x_, kernel), x)
-  (dx,) = vjp_x(dy)
-  f = kernel.shape[-1]
-  dk = jnp.dot(_patches(x).T, dy.reshape(-1, f)).reshape(kernel.shape)
-  return dx, dk.astype(kernel.dtype)
-
-
-conv3x3_gemm_grad.defvjp(_c3_fwd, _c3_bwd)
-
-
-class Conv3x3GemmGrad(nn.Module):
-  """`nn.Conv(features, (3, 3), padding="SAME", use_bias=False)` (same parameter and values) whose
-  kernel gradient is a matrix product (`conv3x3_gemm_grad`)."""
-  features: int
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    kernel = self.param("kernel", nn.linear.default_kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
-    return conv3x3_gemm_grad(x, kernel.astype(self.dtype))
-
-
 def max_pool(x, pool):
   """Non-overlapping max pool as reshape + max: the same values as `nn.max_pool`, but its
   gradient is a cheap broadcast-compare instead of XLA's select-and-scatter (~6x faster on CPU).
@@ -144,8 +96,7 @@ class CRNN(nn.Module):
   dropout: float = 0.0
   shortcut: bool = False
   # "xla": lax.conv; "im2col": every conv as patches x matrix (faster on 1 CPU device with
-  # several threads); "im2col_first": only the first (1-channel) conv; "gemm_grad": lax.conv
-  # with the kernel gradient as a matrix product (custom VJP).
+  # several threads); "im2col_first": only the first (1-channel) conv.
   conv_impl: str = "xla"
   # "reshape": max pool as reshape + max (fast gradient on CPU); "reduce_window": nn.max_pool.
   pool_impl: str = "reshape"
@@ -158,8 +109,6 @@ class CRNN(nn.Module):
     for i, (feat, pool) in enumerate(zip(self.conv_features, self.conv_pools)):
       if self.conv_impl == "im2col" or (self.conv_impl == "im2col_first" and i == 0):
         x = Conv3x3(feat, dtype=self.dtype, name=f"conv{i}")(x)
-      elif self.conv_impl == "gemm_grad":
-        x = Conv3x3GemmGrad(feat, dtype=self.dtype, name=f"conv{i}")(x)
       else:
         x = nn.Conv(feat, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
       # Batch statistics in training, running averages in evaluation (the original's

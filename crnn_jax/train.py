@@ -47,7 +47,7 @@ def make_model(config, num_classes: int) -> CRNN:
   if height_stride(m.conv_pools) != config.input.height:
     raise UserError(f"model.conv_pools reduce height {config.input.height} by {height_stride(m.conv_pools)}; "
                     "the height pools must multiply to input.height (one row per frame)")
-  for key, allowed in (("conv_impl", ("xla", "im2col", "im2col_first", "gemm_grad")), ("pool_impl", ("reshape", "reduce_window"))):
+  for key, allowed in (("conv_impl", ("xla", "im2col", "im2col_first")), ("pool_impl", ("reshape", "reduce_window"))):
     if m.get(key, allowed[0]) not in allowed:
       raise UserError(f"model.{key}={m.get(key)!r}: choose one of {', '.join(allowed)}")
   return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),

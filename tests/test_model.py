@@ -8,7 +8,7 @@ import pytest
 from configs import tiny
 from crnn_jax import train
 from crnn_jax.errors import UserError
-from crnn_jax.model import CRNN, Conv3x3, Conv3x3GemmGrad, max_pool
+from crnn_jax.model import CRNN, Conv3x3, max_pool
 
 
 def test_max_pool_matches_flax():
@@ -17,7 +17,7 @@ def test_max_pool_matches_flax():
     np.testing.assert_array_equal(max_pool(x, pool), nn.max_pool(x, pool, strides=pool))
 
 
-@pytest.mark.parametrize("module", [Conv3x3, Conv3x3GemmGrad])
+@pytest.mark.parametrize("module", [Conv3x3])
 def test_fast_convs_match_flax_conv_values_grads_and_init(module):
   x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 10, 4)), jnp.float32)
   ref = nn.Conv(5, (3, 3), padding="SAME", use_bias=False)
@@ -34,8 +34,7 @@ def test_fast_convs_match_flax_conv_values_grads_and_init(module):
     np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("conv_impl,pool_impl", [("im2col", "reshape"), ("im2col_first", "reduce_window"),
-                                                 ("gemm_grad", "reshape")])
+@pytest.mark.parametrize("conv_impl,pool_impl", [("im2col", "reshape"), ("im2col_first", "reduce_window")])
 def test_crnn_variants_give_the_same_logits(conv_impl, pool_impl):
   m = tiny.get_config().model
   kw = dict(num_classes=11, conv_features=tuple(m.conv_features), conv_pools=tuple(m.conv_pools),
