@@ -29,13 +29,13 @@ def child(args):
                                f" --xla_force_host_platform_device_count={args.cpu_devices}").strip()
   import jax
   import numpy as np
-  from bench.vs_pytorch import load
+  from bench.common import load_config
   from crnn_jax import compile_stats, mesh as mesh_lib, train
   from crnn_jax.model import width_stride
   if args.cache:
     train.enable_compilation_cache(args.cache)
   counter = compile_stats.CompileCounter()
-  c = load(args.config)
+  c = load_config(args.config)
   mesh = mesh_lib.make_mesh()
   model = train.make_model(c, args.num_classes)
   compiled = train.Compiled(c, model, train.make_optimizer(c), mesh)

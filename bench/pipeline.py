@@ -9,7 +9,6 @@ times `--windows` windows after a warm-up window.  Compare with the trainer's co
 (`bench/train_step.py`, or images_per_sec in a run's metrics.jsonl): the issue's target is >= 3x.
 """
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -31,11 +30,9 @@ def main():
   ap.add_argument("--write", default=None, help="replace this benchmark's section of a Markdown file")
   args = ap.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from bench.common import load_config
   from crnn_jax import input_pipeline, train
-  spec_ = importlib.util.spec_from_file_location("cfg", args.config)
-  mod = importlib.util.module_from_spec(spec_)
-  spec_.loader.exec_module(mod)
-  c = mod.get_config()
+  c = load_config(args.config)
   data = args.data or c.data_dir
   spec = train.pipeline_spec(c, c.train.batch_size)
   ds = input_pipeline.train_dataset(data, spec, c.input.augment, seed=c.seed, shuffle_buffer=c.input.shuffle_buffer)

@@ -10,7 +10,6 @@ and the compile time.  `--set key=python_literal` overrides config keys, so mode
 be compared side by side in one invocation with `--variant`.
 """
 import argparse
-import ast
 import json
 import os
 import pathlib
@@ -19,24 +18,6 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-
-def parse_sets(pairs):
-  out = []
-  for p in pairs or []:
-    key, _, val = p.partition("=")
-    out.append((key, ast.literal_eval(val)))
-  return out
-
-
-def apply_sets(config, sets):
-  for key, val in sets:
-    node = config
-    *parents, leaf = key.split(".")
-    for k in parents:
-      node = node[k]
-    node[leaf] = val
-  return config
 
 
 def top_ops(trace_dir, steps, k=25):
@@ -83,15 +64,9 @@ def main():
   import jax
   import numpy as np
   from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
-  import importlib.util
+  from bench.common import load_config, parse_sets
   from crnn_jax import mesh as mesh_lib, train
   from crnn_jax.model import width_stride
-
-  def load(sets):
-    spec = importlib.util.spec_from_file_location("cfg", args.config)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return apply_sets(mod.get_config(), sets)
 
   variants = [("base", parse_sets(args.set))]
   for v in args.variant:
@@ -101,7 +76,7 @@ def main():
   mesh = mesh_lib.make_mesh()
   runs = []
   for name, sets in variants:
-    c = load(sets)
+    c = load_config(args.config, sets)
     model = train.make_model(c, args.num_classes)
     compiled = train.Compiled(c, model, train.make_optimizer(c), mesh)
     state = compiled.init(jax.random.PRNGKey(0))

@@ -36,13 +36,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
-def load(path):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
-
-
 def _parser():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--configs", default="configs/poem_cpu.py,configs/crnn_paper.py")
@@ -128,7 +121,8 @@ def worker(side, config_path, args):
   """Builds `side` ('ours' | 'torch') for one config, then serves 'KIND N' lines on stdin
   (KIND: train | infer | single) with the seconds per iteration on stdout."""
   import numpy as np
-  c = load(config_path)
+  from bench.common import load_config
+  c = load_config(config_path)
   c.train.batch_size = args.batch
   bs, w, ncls, h = args.batch, args.width, args.num_classes, c.input.height
   rng = np.random.default_rng(0)
