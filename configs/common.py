@@ -46,6 +46,7 @@ def base_config():
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3
+  c.train.ema_decay = 0.0           # > 0: keep an EMA of the weights; evaluation and inference use it
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = "validation"

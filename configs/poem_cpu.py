@@ -26,6 +26,9 @@ def get_config():
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 300
   c.train.eval_every = 1000
+  # Evaluation, the best checkpoint, crnn-eval and crnn-predict use an exponential moving
+  # average of the weights (horizon ~1,000 steps); the raw weights are evaluated beside it.
+  c.train.ema_decay = 0.999
   c.eval.max_examples = 500
   return c
 

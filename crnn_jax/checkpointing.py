@@ -22,7 +22,16 @@ def save(manager, step, state, metrics=None):
 def restore(manager, abstract_state, step=None):
   """Restores onto the shardings of `abstract_state` (a pytree of ShapeDtypeStructs)."""
   step = manager.latest_step() if step is None else step
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  except ValueError as e:
+    # A run without an EMA restores checkpoints written before TrainState had the `ema` field
+    # (None): the same arrays, one key fewer on disk.
+    if getattr(abstract_state, "ema", 0) is not None or "ema:" not in str(e):
+      raise
+  fields = {k: v for k, v in vars(abstract_state).items() if k != "ema"}
+  restored = manager.restore(step, args=ocp.args.StandardRestore(fields))
+  return abstract_state.replace(**restored)
 
 
 # ---- the data iterator: each process's tf.data position, beside the orbax step ----------------

@@ -58,6 +58,9 @@ def main(argv=None):
   ap.add_argument("--data", default=None, help="DATA_DIR (default: the one the run trained on)")
   ap.add_argument("--split", default="test")
   ap.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+  ap.add_argument("--weights", default="ema", choices=("ema", "raw"),
+                  help="ema: the moving average of the weights when the run kept one (train.ema_decay > 0), "
+                       "else the weights; raw: the trained weights themselves")
   ap.add_argument("--gallery", type=int, default=40, help="worst cases drawn into errors_<split>.png")
   ap.add_argument("--max-examples", type=int, default=None)
   ap.add_argument("--predictions", default=None, metavar="F.tsv",
@@ -68,7 +71,7 @@ def main(argv=None):
   from crnn_jax.charset import Charset
   from crnn_jax.errors import UserError
   try:
-    config, charset, compiled, state, step = workdir_lib.load(args.workdir, args.checkpoint)
+    config, charset, compiled, state, step = workdir_lib.load(args.workdir, args.checkpoint, args.weights)
     data = args.data or config.data_dir
     data_cs = Charset.read(data)
     if data_cs != charset:
@@ -79,7 +82,9 @@ def main(argv=None):
   except UserError as e:
     print(f"crnn-eval: error: {e}", file=sys.stderr)
     return 2
-  res = {"workdir": args.workdir, "checkpoint_step": step, "split": args.split, "data": data, **res}
+  weights = "ema" if args.weights == "ema" and config.train.get("ema_decay", 0.0) > 0 else "raw"
+  res = {"workdir": args.workdir, "checkpoint_step": step, "weights": weights, "split": args.split, "data": data,
+         **res}
   counts = train_char_counts(data)
   if counts is not None:
     res["by_train_count"] = acc.by_train_count(counts)

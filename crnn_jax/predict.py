@@ -86,13 +86,16 @@ def main(argv=None):
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--output", default=None, help="also write path<TAB>text lines to this TSV file")
   ap.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+  ap.add_argument("--weights", default="ema", choices=("ema", "raw"),
+                  help="ema: the moving average of the weights when the run kept one (train.ema_decay > 0), "
+                       "else the weights; raw: the trained weights themselves")
   ap.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
   args = ap.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from crnn_jax import workdir as workdir_lib
   from crnn_jax.errors import UserError
   try:
-    config, charset, compiled, state, _ = workdir_lib.load(args.workdir, args.checkpoint)
+    config, charset, compiled, state, _ = workdir_lib.load(args.workdir, args.checkpoint, args.weights)
   except UserError as e:
     print(f"crnn-predict: error: {e}", file=sys.stderr)
     return 2

@@ -40,6 +40,26 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+  # Exponential moving average of {"params", "batch_stats"} when config.train.ema_decay > 0
+  # (evaluation and inference then use it); None otherwise, so the pytree (and checkpoints)
+  # are exactly those of a run without it.
+  ema: Any = None
+
+
+def ema_decay_at(decay, step):
+  """The EMA decay at `step`: min(decay, (1 + step) / (10 + step)), so that the average
+  follows the weights closely early on instead of remembering the random init."""
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def inference_view(state, weights="ema"):
+  """`state` with the weights evaluation should use: the EMA ones (if the run kept them and
+  `weights` is "ema") or the raw ones (`weights` "raw")."""
+  if weights not in ("ema", "raw"):
+    raise UserError(f"weights={weights!r}: choose ema or raw")
+  if weights == "raw" or state.ema is None:
+    return state
+  return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
 
 
 def make_model(config, num_classes: int) -> CRNN:
@@ -89,8 +109,11 @@ def init_state(config, model, tx, rng):
   variables = model.init({"params": rng}, jnp.zeros((1, h, w, 1), jnp.float32),
                          jnp.full((1,), w // width_stride(config.model.conv_pools), jnp.int32), train=False)
   params = variables["params"]
+  ema = None
+  if config.train.get("ema_decay", 0.0) > 0:
+    ema = jax.tree.map(jnp.copy, {"params": params, "batch_stats": variables["batch_stats"]})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
-                    opt_state=tx.init(params), rng=rng)
+                    opt_state=tx.init(params), rng=rng, ema=ema)
 
 
 # ---- loss and steps -----------------------------------------------------------------------
@@ -103,7 +126,7 @@ def ctc_loss(logits, batch):
   return jnp.maximum(per, 0.0)  # float32 round-off can make a perfect fit slightly negative
 
 
-def train_step(state, batch, *, model, tx, lr_fn):
+def train_step(state, batch, *, model, tx, lr_fn, ema_decay=0.0):
   rng = jax.random.fold_in(state.rng, state.step)
   # Infeasible labels (too few frames) would give ~1e5 loss with finite gradients: mask them.
   w = batch["weight"] * batch["feasible"].astype(jnp.float32)
@@ -121,7 +144,12 @@ def train_step(state, batch, *, model, tx, lr_fn):
              "update_norm": optax.tree.norm(updates), "learning_rate": lr_fn(state.step),
              "examples": jnp.sum(batch["weight"]),
              "infeasible": jnp.sum(batch["weight"] * (1.0 - batch["feasible"].astype(jnp.float32)))}
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+  ema = state.ema
+  if ema is not None:
+    d = ema_decay_at(ema_decay, state.step)
+    ema = jax.tree.map(lambda e, x: d * e + (1.0 - d) * x, ema, {"params": params, "batch_stats": batch_stats})
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                            ema=ema)
   return new_state, metrics
 
 
@@ -142,8 +170,10 @@ class Compiled:
     self.init = jax.jit(functools.partial(init_state, config, model, tx), out_shardings=rep)
     self.abstract = jax.eval_shape(functools.partial(init_state, config, model, tx), jax.random.PRNGKey(0))
     self.state_sharding = jax.tree.map(lambda _: rep, self.abstract)
+    ema_decay = float(config.train.get("ema_decay", 0.0))
+
     def step_fn(state, batch):
-      return train_step(state, batch, model=model, tx=tx, lr_fn=lr_fn)
+      return train_step(state, batch, model=model, tx=tx, lr_fn=lr_fn, ema_decay=ema_decay)
     self.train_step = jax.jit(wrap(step_fn) if wrap else step_fn,
                               in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
     self.predict_step = jax.jit(functools.partial(predict_step, model=model),
@@ -352,6 +382,7 @@ def train_and_evaluate(config, workdir):
   # their seconds; one per bucket is the design, more is a recompilation.
   stats = {"train_step_compiles_by_width": {}, "train_step_compile_seconds_by_width": {},
            "recompiles_after_first_use": 0}
+  failed = True
   try:
     for step in range(start, total):
       local = input_pipeline.to_numpy(next(it))
@@ -388,12 +419,16 @@ def train_and_evaluate(config, workdir):
         window = {"t": time.time(), "images": 0}
       bar.update(1)
       if done % config.train.eval_every == 0 or done == total:
-        res, _, _ = evaluate(compiled, state, config, config.data_dir, config.eval.split, charset,
-                             max_examples=config.eval.max_examples)
-        final = {f"{config.eval.split}/{k}": v for k, v in res.items() if isinstance(v, float)}
+        # The raw weights always; with an EMA also the EMA weights, which are then what crnn-eval,
+        # crnn-predict and the best checkpoint go by ("<split>_ema/..." in the metrics).
+        final, line = {}, f"step {done}:"
+        for weights, suffix in (("raw", ""),) + ((("ema", "_ema"),) if state.ema is not None else ()):
+          res, _, _ = evaluate(compiled, inference_view(state, weights), config, config.data_dir,
+                               config.eval.split, charset, max_examples=config.eval.max_examples)
+          final.update({f"{config.eval.split}{suffix}/{k}": v for k, v in res.items() if isinstance(v, float)})
+          line += f" {config.eval.split}{suffix} seq_acc {res['seq_acc']:.4f} cer {res['cer']:.4f}"
         log(done, final)
-        bar.write(f"step {done}: {config.eval.split} seq_acc {res['seq_acc']:.4f} cer {res['cer']:.4f} "
-                  f"(n={res['n']})")
+        bar.write(f"{line} (n={res['n']})")
         checkpointing.save(best, done, state, metrics={"seq_acc": res["seq_acc"]})
         window["t"] = time.time()  # evaluation time is not training throughput
       saved = done % config.train.checkpoint_every == 0 or done == total
@@ -405,9 +440,20 @@ def train_and_evaluate(config, workdir):
         bar.write(f"preempted (SIGTERM): saved step {done} in {workdir}; rerun the same command to resume",
                   file=sys.stderr)
         break
+    failed = False
   finally:
     preemption.restore()
     counter.close()
+    # Let in-flight async saves finish (or fail) here, on an error too: otherwise the interpreter
+    # shuts down under orbax's writer threads and their noise buries the real traceback.
+    for manager in (latest, best):
+      try:
+        manager.wait_until_finished()
+      except Exception as e:
+        if not failed:
+          raise
+        # the loop's own exception, on its way out, is the one to see
+        print(f"WARNING: an async checkpoint save failed too: {type(e).__name__}: {e}", file=sys.stderr)
   bar.close()
   if is_main:
     n, secs, hits = counter.snapshot()
@@ -415,8 +461,6 @@ def train_and_evaluate(config, workdir):
                  peak_rss_mb=round(compile_stats.peak_rss_mb(), 1), steps=f"{start}-{int(state.step)}")
     with open(os.path.join(workdir, "compile_stats.json"), "w", encoding="utf-8") as f:
       json.dump(stats, f, indent=2)
-  latest.wait_until_finished()
-  best.wait_until_finished()
   writer.flush()
   if jsonl:
     jsonl.close()

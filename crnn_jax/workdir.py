@@ -10,8 +10,10 @@ from crnn_jax.charset import Charset
 from crnn_jax.errors import UserError
 
 
-def load(workdir, which="best"):
-  """-> (config, charset, compiled steps, state).  `which`: best | latest."""
+def load(workdir, which="best", weights="ema"):
+  """-> (config, charset, compiled steps, state, step).  `which`: best | latest.  `weights`: "ema"
+  gives the state with the EMA weights in place of the raw ones when the run kept an EMA
+  (config.train.ema_decay > 0), "raw" the trained weights themselves."""
   from crnn_jax import train
   workdir = os.path.abspath(workdir)
   cfg_path = os.path.join(workdir, "config.json")
@@ -27,4 +29,4 @@ def load(workdir, which="best"):
   if step is None:
     raise UserError(f"{workdir} holds no checkpoint yet")
   state = checkpointing.restore(manager, compiled.abstract_with_shardings(), step)
-  return config, charset, compiled, state, int(step)
+  return config, charset, compiled, train.inference_view(state, weights), int(step)

@@ -83,3 +83,11 @@ def tiny_config(data_dir, **overrides):
 def metrics(workdir):
   import json
   return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def why(stderr, size=3000):
+  """What a failed subprocess said: its first traceback (not the interpreter-shutdown noise that may
+  follow it) and the end of its stderr."""
+  i = stderr.find("Traceback (most recent call last)")
+  head = stderr[i:i + size] + "\n[...]\n" if i >= 0 else ""
+  return head + stderr[-size:]

@@ -18,7 +18,7 @@ from crnn_jax import checkpointing, distributed, input_pipeline, mesh as mesh_li
 from crnn_jax.charset import Charset
 from crnn_jax.errors import UserError
 
-from conftest import metrics, tiny_config
+from conftest import metrics, tiny_config, why
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "multihost_worker.py"
@@ -51,7 +51,7 @@ def _train_cmd(workdir, data, *overrides, devices=1):
 def _train(workdir, data, *overrides, devices=1, timeout=400):
   out = subprocess.run(_train_cmd(workdir, data, *overrides, devices=devices), cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=timeout)
-  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.returncode == 0, why(out.stderr)
   return out
 
 
@@ -87,7 +87,7 @@ def _wait_for_step(proc, workdir, step, timeout=300):
   while time.time() - t < timeout:
     if path.exists() and any(json.loads(l).get("step", 0) >= step for l in path.read_text().splitlines()):
       return
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert proc.poll() is None, why(proc.stderr.read())
     time.sleep(0.05)
   raise AssertionError(f"no step {step} within {timeout} s")
 
@@ -191,7 +191,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(overfit_data
   steps = 6
   one = subprocess.run([sys.executable, str(WORKER), str(overfit_data), str(tmp_path / "one.npz"), str(steps)],
                        env=_env(4), capture_output=True, text=True, timeout=300, cwd=ROOT)
-  assert one.returncode == 0, one.stderr[-3000:]
+  assert one.returncode == 0, why(one.stderr)
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, str(WORKER), str(overfit_data), str(tmp_path / "two.npz"), str(steps)],
                             env=_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=2,
@@ -220,7 +220,7 @@ def test_crnn_train_as_two_local_processes(overfit_data, tmp_path):
                         "--config.eval.split=train", "--config.train.num_steps=20",
                         "--config.train.checkpoint_every=10", "--config.train.eval_every=20"],
                        env=_env(PYTHON=sys.executable), capture_output=True, text=True, timeout=400, cwd=ROOT)
-  assert out.returncode == 0, out.stderr[-3000:] + (logs / "process_1.log").read_text()[-2000:]
+  assert out.returncode == 0, why(out.stderr) + (logs / "process_1.log").read_text()[-2000:]
   assert (wd / "checkpoints" / "20").is_dir()
   for p in (0, 1):
     assert list((wd / "data_state" / "2p" / f"process_{p}").glob("step_20.index")), p
@@ -238,7 +238,7 @@ def test_a_coordinator_that_never_answers_is_one_line(overfit_data, tmp_path):
                         f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2", "--process_id=1",
                         "--distributed_timeout=5"],
                        env=_env(), capture_output=True, text=True, timeout=120, cwd=ROOT)
-  assert out.returncode == 2, out.stderr[-3000:]
+  assert out.returncode == 2, why(out.stderr)
   assert "could not join the distributed run" in out.stderr and "Traceback" not in out.stderr, out.stderr[-3000:]
   assert time.time() - t < 100
 
@@ -306,13 +306,13 @@ def test_sweep_runs_locally_and_report_aggregates(overfit_data, tmp_path):
                         str(root), "--", f"--config.data_dir={overfit_data}", "--config.eval.split=train",
                         "--config.train.num_steps=20", "--config.train.eval_every=10"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT, env=_env())
-  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.returncode == 0, why(out.stderr)
   runs = sorted(p for p in root.iterdir() if p.is_dir())
   assert len(runs) == 3
   rep = subprocess.run([sys.executable, "-m", "crnn_jax.report", *map(str, runs), "--plot",
                         str(tmp_path / "curves.png")], capture_output=True, text=True, timeout=120, cwd=ROOT,
                        env=_env())
-  assert rep.returncode == 0, rep.stderr[-3000:]
+  assert rep.returncode == 0, why(rep.stderr)
   table = rep.stdout
   assert "| 3 |" in table and "±" in table and "seq acc" in table, table
   assert (tmp_path / "curves.png").stat().st_size > 1000

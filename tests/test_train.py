@@ -16,7 +16,7 @@ from crnn_jax import input_pipeline, mesh as mesh_lib, train
 from crnn_jax.charset import Charset
 from crnn_jax.errors import UserError
 
-from conftest import LINES, tiny_config, metrics as _metrics
+from conftest import LINES, tiny_config, why, metrics as _metrics
 
 @pytest.fixture(scope="session")
 def trained(overfit_data, tmp_path_factory):
@@ -83,7 +83,7 @@ def test_same_global_batch_same_loss_on_1_and_8_devices(overfit_data, tmp_path):
     env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run([sys.executable, str(script), str(overfit_data), str(tmp_path / f"{n}.npz"), "3"], env=env,
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, why(out.stderr)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["devices"] == n and res["processes"] == 1
     losses.append(res)
@@ -202,7 +202,7 @@ def test_compilation_cache_serves_a_rerun(tmp_path, overfit_data):
     out = _cli("crnn_jax.main", "--config", "configs/tiny.py", "--workdir", str(tmp_path / name),
                f"--config.data_dir={overfit_data}", "--config.train.num_steps=4", "--config.train.eval_every=4",
                "--config.eval.split=train", "--config.eval.max_examples=8", "--compilation_cache", str(cache))
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, why(out.stderr)
     stats.append(json.loads((tmp_path / name / "compile_stats.json").read_text()))
   assert any(cache.iterdir()), "the cache folder stayed empty"
   first, second = stats
