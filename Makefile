@@ -24,8 +24,8 @@ data: $(VENV)/.installed
 
 main: data
 	$(VENV)/bin/crnn-train --config $(CONFIG) --workdir $(WORKDIR) --cpu_devices 2 --config.data_dir=$(DATA)
-	$(VENV)/bin/crnn-eval --workdir $(WORKDIR) --split test
-	$(VENV)/bin/crnn-predict --workdir $(WORKDIR) --output $(WORKDIR)/samples.tsv docs/samples
+	$(VENV)/bin/crnn-eval --workdir $(WORKDIR) --split test --checkpoint latest
+	$(VENV)/bin/crnn-predict --workdir $(WORKDIR) --checkpoint latest --output $(WORKDIR)/samples.tsv docs/samples
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 tests

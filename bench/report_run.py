@@ -36,13 +36,18 @@ def main():
   train = [r for r in rows if "loss" in r]
   minutes = train[-1]["wall_minutes"]
   speeds = sorted(r["images_per_sec"] for r in train[len(train) // 10:])
-  vals = [(r["step"], r["validation/seq_acc"], r["validation/cer"]) for r in rows if "validation/seq_acc" in r]
+  # With an EMA of the weights, evaluation and inference go by it ("validation_ema/..."); the raw
+  # weights' numbers are listed beside it.
+  ema = any("validation_ema/seq_acc" in r for r in rows)
+  key = "validation_ema" if ema else "validation"
+  vals = [(r["step"], r[f"{key}/seq_acc"], r[f"{key}/cer"], r.get("validation/seq_acc"), r.get("validation/cer"))
+          for r in rows if f"{key}/seq_acc" in r]
   plot_learning_curve(wd, args.plot, title=f"{wd.name}: training loss and validation accuracy")
   met = ev["seq_acc"] >= TARGET_ACC and minutes <= TARGET_MIN
   # Time to 95%: the first periodic evaluation at >= 95% (validation: unseen lines made like the
   # test's; test is read once, at the end).  wall_minutes of the nearest training log before it.
   t95 = None
-  for step, acc, _ in vals:
+  for step, acc, *_ in vals:
     if acc >= 0.95:
       before = [r for r in train if r["step"] <= step]
       t95 = (step, before[-1]["wall_minutes"] if before else None)
@@ -58,11 +63,16 @@ def main():
 """
   else:
     cs_rows = ""
-  t95_row = (f"| time to 95% (first validation eval >= 0.95) | **{t95[1]:.1f} min** (step {t95[0]}) |\n"
+  t95_row = (f"| time to 95% (first validation eval >= 0.95{', EMA weights' if ema else ''}) | **{t95[1]:.1f} min** (step {t95[0]}) |\n"
              if t95 and t95[1] is not None else "| time to 95% (validation) | not reached |\n")
   fonts = "\n".join(f"| {f} | {m['n']} | {m['seq_acc']:.4f} | {m['cer']:.4f} |" for f, m in ev["by_font"].items())
   lengths = "\n".join(f"| {k} | {m['n']} | {m['seq_acc']:.4f} | {m['cer']:.4f} |" for k, m in ev["by_length"].items())
-  curve = "\n".join(f"| {s} | {a:.3f} | {c:.3f} |" for s, a, c in vals)
+  if ema:
+    curve_head = "| step | seq acc (EMA weights) | CER (EMA) | seq acc (raw weights) | CER (raw) |\n| ---: | ---: | ---: | ---: | ---: |"
+    curve = "\n".join(f"| {s} | {a:.3f} | {c:.3f} | {ra:.3f} | {rc:.3f} |" for s, a, c, ra, rc in vals)
+  else:
+    curve_head = "| step | seq acc | CER |\n| ---: | ---: | ---: |"
+    curve = "\n".join(f"| {s} | {a:.3f} | {c:.3f} |" for s, a, c, *_ in vals)
   section = f"""{BEGIN}
 Command: `{args.command}` (then `python bench/report_run.py --workdir {args.workdir} --write BENCHMARKS.md`).
 Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']['jax']}, git {info['git_revision'][:10]}{' (dirty)' if info['git_dirty'] else ''}.
@@ -70,7 +80,7 @@ Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']
 | | |
 | --- | --- |
 | training wall time (incl. compiles and periodic evaluation) | **{minutes:.1f} min** for {train[-1]['step']} steps |
-| test sequence accuracy (checkpoint of step {ev['checkpoint_step']}, {ev['n']} images) | **{ev['seq_acc']:.4f}** |
+| test sequence accuracy (checkpoint of step {ev['checkpoint_step']}, {ev.get('weights', 'raw')} weights, {ev['n']} images) | **{ev['seq_acc']:.4f}** |
 | test CER / 1 - NED | {ev['cer']:.4f} / {ev['one_minus_ned']:.4f} |
 | training throughput, median (min-max) over log windows | {speeds[len(speeds) // 2]:.0f} ({speeds[0]:.0f}-{speeds[-1]:.0f}) images/s |
 {t95_row}{cs_rows}| target: >= {TARGET_ACC:.0%} within {TARGET_MIN:.0f} min | **{'met' if met else 'NOT met'}** |
@@ -91,8 +101,7 @@ By label length:
 
 Validation during training (the first eval.max_examples images of the validation split):
 
-| step | seq acc | CER |
-| ---: | ---: | ---: |
+{curve_head}
 {curve}
 {END}"""
   print(section)

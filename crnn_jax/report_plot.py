@@ -22,12 +22,15 @@ def plot_learning_curve(workdir, out_png, title=None):
   a.set_ylabel("CTC loss (train)")
   a.grid(alpha=0.3)
   if evals:
-    key = next(k for k in evals[0] if k.endswith("/seq_acc"))
+    key = next(k for k in evals[0] if k.endswith("/seq_acc") and "_ema/" not in k)
     split = key.split("/")[0]
     steps = {r["step"]: r["wall_minutes"] for r in train}
     xs = [steps.get(r["step"], float("nan")) for r in evals]
     b.plot(xs, [r[key] for r in evals], "o-", label=f"{split} sequence accuracy")
     b.plot(xs, [r[f"{split}/cer"] for r in evals], "s-", label=f"{split} CER")
+    if f"{split}_ema/seq_acc" in evals[0]:  # the run kept an EMA of the weights
+      b.plot(xs, [r[f"{split}_ema/seq_acc"] for r in evals], "o--", label=f"{split} sequence accuracy, EMA weights")
+      b.plot(xs, [r[f"{split}_ema/cer"] for r in evals], "s--", label=f"{split} CER, EMA weights")
     b.set_ylim(0, 1)
     b.legend()
   b.set_xlabel("training wall time (minutes)")

@@ -24,7 +24,7 @@ def trained(overfit_data, tmp_path_factory):
   wd = tmp_path_factory.mktemp("wd") / "tiny"
   config = tiny_config(overfit_data, **{"train.num_steps": 300, "train.eval_every": 300,
                                         "train.checkpoint_every": 100, "optimizer.learning_rate": 1e-2,
-                                        "eval.max_examples": 48})
+                                        "eval.max_examples": 48, "train.ema_decay": 0.9})
   final = train.train_and_evaluate(config, str(wd))
   return wd, final
 
@@ -33,7 +33,57 @@ def test_loss_falls_and_it_reads_its_training_lines(trained):
   wd, final = trained
   losses = [m["loss"] for m in _metrics(wd) if "loss" in m]
   assert losses[-1] < 0.2 * losses[0]
-  assert final["train/seq_acc"] >= 0.9, final
+  assert final["train/seq_acc"] >= 0.9 and final["train_ema/seq_acc"] >= 0.9, final
+
+
+def test_ema_follows_the_weights_with_its_decay(overfit_data):
+  """state.ema after each step = d_t * ema + (1 - d_t) * new weights, d_t = min(decay, (1+t)/(10+t))."""
+  config = tiny_config(overfit_data, **{"train.ema_decay": 0.5})
+  cs = Charset.read(overfit_data)
+  compiled = train.Compiled(config, train.make_model(config, cs.num_classes), train.make_optimizer(config),
+                            mesh_lib.make_mesh())
+  state = compiled.init(jax.random.PRNGKey(0))
+  host = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))
+  expect = host({"params": state.params, "batch_stats": state.batch_stats})
+  assert jax.tree.all(jax.tree.map(np.array_equal, host(state.ema), expect))  # starts at the init
+  spec = train.pipeline_spec(config, config.train.batch_size)
+  for t, raw in enumerate(input_pipeline.train_dataset(overfit_data, spec, None, seed=0).take(12)):
+    b = input_pipeline.to_numpy(raw)
+    state, _ = compiled.train_step(state, mesh_lib.global_batch({k: b[k] for k in train.DEVICE_KEYS},
+                                                                compiled.mesh))
+    d = min(0.5, (1 + t) / (10 + t))
+    now = host({"params": state.params, "batch_stats": state.batch_stats})
+    expect = jax.tree.map(lambda e, x: d * e + (1 - d) * x, expect, now)
+  got = host(state.ema)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, expect)
+  assert not jax.tree.all(jax.tree.map(np.array_equal, got, now))  # an average, not a copy
+  assert train.inference_view(state, "raw") is state
+  view = train.inference_view(state, "ema")
+  assert view.params is state.ema["params"] and view.batch_stats is state.ema["batch_stats"]
+  with pytest.raises(UserError, match="choose ema or raw"):
+    train.inference_view(state, "best")
+
+
+def test_checkpoints_from_before_the_ema_field_restore(overfit_data, tmp_path):
+  import orbax.checkpoint as ocp
+  from crnn_jax import checkpointing
+  config = tiny_config(overfit_data)
+  cs = Charset.read(overfit_data)
+  compiled = train.Compiled(config, train.make_model(config, cs.num_classes), train.make_optimizer(config),
+                            mesh_lib.make_mesh())
+  state = compiled.init(jax.random.PRNGKey(0))
+  latest, _ = checkpointing.managers(str(tmp_path), config)
+  latest.save(7, args=ocp.args.StandardSave({k: v for k, v in vars(state).items() if k != "ema"}))  # no `ema` key
+  latest.wait_until_finished()
+  back = checkpointing.restore(latest, compiled.abstract_with_shardings())
+  assert back.ema is None and int(back.step) == 0
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(back.params), jax.device_get(state.params))
+  # a run that keeps an EMA cannot start from such a checkpoint: orbax's mismatch error, not a silent init
+  c_ema = tiny_config(overfit_data, **{"train.ema_decay": 0.9})
+  with_ema = train.Compiled(c_ema, train.make_model(c_ema, cs.num_classes), train.make_optimizer(c_ema),
+                            mesh_lib.make_mesh())
+  with pytest.raises(ValueError, match="ema"):
+    checkpointing.restore(latest, with_ema.abstract_with_shardings())
 
 
 def test_workdir_contents(trained):
@@ -185,6 +235,10 @@ def test_eval_cli_prints_metrics_and_writes_a_gallery(trained, overfit_data, cap
                         "--predictions", str(pred)]) == 0
   res = json.loads(capsys.readouterr().out)
   assert res["n"] == 48 and res["seq_acc"] >= 0.9 and "by_font" in res and "by_length" in res
+  assert res["weights"] == "ema"  # the run kept an EMA: evaluation goes by it unless told otherwise
+  assert evaluate.main(["--workdir", str(wd), "--split", "train", "--gallery", "0", "--weights", "raw"]) == 0
+  raw = json.loads(capsys.readouterr().out)
+  assert raw["weights"] == "raw" and raw["n"] == 48 and raw["seq_acc"] >= 0.9
   assert (wd / "eval_train.json").exists()
   rows = pred.read_text(encoding="utf-8").splitlines()
   assert rows[0].split("\t") == ["reference", "prediction", "font", "edit_distance"] and len(rows) == 49
