@@ -1,5 +1,7 @@
 """orbax checkpoints of the train state: the latest N for resuming, and the best by accuracy."""
 import os
+import re
+import shutil
 
 import orbax.checkpoint as ocp
 
@@ -65,15 +67,24 @@ def restore_data_state(workdir, step, iterator, process_index, process_count):
 
 
 def prune_data_states(workdir, keep_steps, process_index, process_count):
-  """Deletes this process's iterator states for steps orbax no longer keeps."""
+  """Deletes this process's iterator states for steps orbax no longer keeps, and what a killed
+  write left behind (TF writes through a `step_<N>_temp/` folder and `*.tempstate*` files)."""
   d = _data_dir(workdir, process_index, process_count)
   if not os.path.isdir(d):
     return
-  keep = {f"step_{int(s)}" for s in keep_steps}
+  keep = {int(s) for s in keep_steps}
   for name in os.listdir(d):
-    stem = name.split(".")[0]
-    if stem.startswith("step_") and stem not in keep:
+    m = re.match(r"step_(\d+)(.*)$", name)
+    if not m:
+      continue
+    leftover = m.group(2).startswith("_temp") or ".tempstate" in m.group(2)
+    if int(m.group(1)) in keep and not leftover:
+      continue
+    path = os.path.join(d, name)
+    if os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
       try:
-        os.remove(os.path.join(d, name))
+        os.remove(path)
       except FileNotFoundError:
         pass

@@ -172,6 +172,26 @@ def test_data_state_of_another_process_count_is_explained(overfit_data, tmp_path
   assert "saved by 2 process(es)" in why and "this run has 1" in why
 
 
+def test_pruning_data_states_clears_what_a_killed_write_left(overfit_data, tmp_path):
+  """A SIGKILL inside tf.train.Checkpoint.write leaves `step_<N>_temp/` (a folder) and
+  `*.tempstate*` files; pruning must remove them (it once died on the folder, failing a resume)."""
+  spec = train.pipeline_spec(tiny_config(overfit_data), 8)
+  it = iter(input_pipeline.train_dataset(overfit_data, spec, None, seed=0))
+  next(it)
+  d = tmp_path / "data_state" / "1p" / "process_0"
+  (d / "step_30_temp").mkdir(parents=True)  # a write of step 30 was killed; the rerun writes it again
+  (d / "step_30_temp" / "part-00000-of-00001.index").write_bytes(b"half")
+  for step in (10, 20, 30):
+    checkpointing.save_data_state(str(tmp_path), step, it, 0, 1)
+  (d / "step_30_temp").mkdir(exist_ok=True)
+  (d / "step_30_temp" / "part-00000-of-00001.index").write_bytes(b"half")
+  (d / "step_20.data-00000-of-00001.tempstate123").write_bytes(b"half")
+  checkpointing.prune_data_states(str(tmp_path), {20, 30}, 0, 1)
+  left = sorted(p.name for p in d.iterdir())
+  assert left == ["step_20.data-00000-of-00001", "step_20.index", "step_30.data-00000-of-00001", "step_30.index"], left
+  assert checkpointing.restore_data_state(str(tmp_path), 30, it, 0, 1) is None
+
+
 def test_data_order_is_a_pure_function_of_seed_epoch_process(overfit_data):
   spec = train.pipeline_spec(tiny_config(overfit_data), 8)
 
