@@ -55,12 +55,10 @@ def main(argv=None):
   ap = argparse.ArgumentParser(prog="crnn-eval", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
+  from crnn_jax.workdir import add_checkpoint_flags
+  add_checkpoint_flags(ap)
   ap.add_argument("--data", default=None, help="DATA_DIR (default: the one the run trained on)")
   ap.add_argument("--split", default="test")
-  ap.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-  ap.add_argument("--weights", default="ema", choices=("ema", "raw"),
-                  help="ema: the moving average of the weights when the run kept one (train.ema_decay > 0), "
-                       "else the weights; raw: the trained weights themselves")
   ap.add_argument("--gallery", type=int, default=40, help="worst cases drawn into errors_<split>.png")
   ap.add_argument("--max-examples", type=int, default=None)
   ap.add_argument("--predictions", default=None, metavar="F.tsv",
@@ -82,7 +80,7 @@ def main(argv=None):
   except UserError as e:
     print(f"crnn-eval: error: {e}", file=sys.stderr)
     return 2
-  weights = "ema" if args.weights == "ema" and config.train.get("ema_decay", 0.0) > 0 else "raw"
+  weights = train.weights_in_use(state, args.weights)
   res = {"workdir": args.workdir, "checkpoint_step": step, "weights": weights, "split": args.split, "data": data,
          **res}
   counts = train_char_counts(data)

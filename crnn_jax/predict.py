@@ -84,11 +84,9 @@ def main(argv=None):
   ap = argparse.ArgumentParser(prog="crnn-predict", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
+  from crnn_jax.workdir import add_checkpoint_flags
+  add_checkpoint_flags(ap)
   ap.add_argument("--output", default=None, help="also write path<TAB>text lines to this TSV file")
-  ap.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-  ap.add_argument("--weights", default="ema", choices=("ema", "raw"),
-                  help="ema: the moving average of the weights when the run kept one (train.ema_decay > 0), "
-                       "else the weights; raw: the trained weights themselves")
   ap.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
   args = ap.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -52,12 +52,17 @@ def ema_decay_at(decay, step):
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
+def weights_in_use(state, weights="ema"):
+  """"ema" when `weights` asks for the EMA and the run kept one, else "raw"."""
+  if weights not in ("ema", "raw"):
+    raise UserError(f"weights={weights!r}: choose ema or raw")
+  return "ema" if weights == "ema" and state.ema is not None else "raw"
+
+
 def inference_view(state, weights="ema"):
   """`state` with the weights evaluation should use: the EMA ones (if the run kept them and
   `weights` is "ema") or the raw ones (`weights` "raw")."""
-  if weights not in ("ema", "raw"):
-    raise UserError(f"weights={weights!r}: choose ema or raw")
-  if weights == "raw" or state.ema is None:
+  if weights_in_use(state, weights) == "raw":
     return state
   return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
 

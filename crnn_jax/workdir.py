@@ -10,6 +10,14 @@ from crnn_jax.charset import Charset
 from crnn_jax.errors import UserError
 
 
+def add_checkpoint_flags(ap):
+  """crnn-eval's and crnn-predict's --checkpoint and --weights."""
+  ap.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+  ap.add_argument("--weights", default="ema", choices=("ema", "raw"),
+                  help="ema: the moving average of the weights when the run kept one (train.ema_decay > 0), "
+                       "else the weights; raw: the trained weights themselves")
+
+
 def load(workdir, which="best", weights="ema"):
   """-> (config, charset, compiled steps, state, step).  `which`: best | latest.  `weights`: "ema"
   gives the state with the EMA weights in place of the raw ones when the run kept an EMA
