@@ -34,6 +34,7 @@ def base_config():
   c.optimizer.learning_rate = 1e-3
   c.optimizer.end_factor = 0.01
   c.optimizer.warmup_steps = 500
+  c.optimizer.decay_steps = 0       # length of the cosine (incl. warm-up); 0: train.num_steps
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
   c.optimizer.weight_decay = 1e-4   # conv and LSTM kernels only

@@ -83,10 +83,14 @@ def make_model(config, num_classes: int) -> CRNN:
 
 
 def learning_rate_fn(config):
+  """Linear warm-up to `learning_rate`, then a cosine down to `learning_rate * end_factor` at step
+  `optimizer.decay_steps` (0: `train.num_steps`).  With decay_steps > num_steps training stops
+  part-way down the cosine and the EMA of the weights does the final averaging."""
   o = config.optimizer
+  decay_steps = o.get("decay_steps", 0) or config.train.num_steps
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=o.learning_rate, warmup_steps=o.warmup_steps,
-      decay_steps=max(config.train.num_steps, o.warmup_steps + 1), end_value=o.learning_rate * o.end_factor)
+      decay_steps=max(decay_steps, o.warmup_steps + 1), end_value=o.learning_rate * o.end_factor)
 
 
 def _decay_mask(params):
