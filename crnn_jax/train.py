@@ -87,6 +87,9 @@ def learning_rate_fn(config):
   `optimizer.decay_steps` (0: `train.num_steps`).  With decay_steps > num_steps training stops
   part-way down the cosine and the EMA of the weights does the final averaging."""
   o = config.optimizer
+  if o.get("decay_steps", 0) < 0:
+    raise UserError(f"optimizer.decay_steps={o.decay_steps}: give 0 (decay over train.num_steps) or a "
+                    "positive number of steps")
   decay_steps = o.get("decay_steps", 0) or config.train.num_steps
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=o.learning_rate, warmup_steps=o.warmup_steps,

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from crnn_jax import train
+from crnn_jax.errors import UserError
 from crnn_jax.model import width_stride
 
 
@@ -45,3 +46,7 @@ def test_decay_steps_stops_part_way_down_the_cosine():
     c.train.num_steps = d
   assert [float(train.learning_rate_fn(c)(s)) for s in (0, 150, 4000, n)] == \
          [float(lr(s)) for s in (0, 150, 4000, n)]
+  with c.unlocked():
+    c.optimizer.decay_steps = -1
+  with pytest.raises(UserError, match="optimizer.decay_steps=-1"):
+    train.learning_rate_fn(c)
