@@ -101,12 +101,16 @@ def preprocess_fn(spec: PipelineSpec, augment=None, seed=0):
     if augment is not None and (augment.contrast > 0 or augment.brightness > 0):
       c = tf.random.stateless_uniform([], sseed + 1, 1 - augment.contrast, 1 + augment.contrast)
       b = tf.random.stateless_uniform([], sseed + 2, -augment.brightness, augment.brightness)
-      mean = tf.reduce_mean(x)
-      x = tf.clip_by_value((x - mean) * c + mean + b, 0.0, 1.0)
+      # (x - mean) * c + mean + b as one scale and one offset, in float64: x * c is exact there,
+      # so the result cannot depend on how TensorFlow's graph optimiser groups or fuses the adds
+      # (it did: the chain of adds gave images 1 ulp apart from process to process).
+      c64 = tf.cast(c, tf.float64)
+      offset = tf.cast(tf.reduce_mean(x), tf.float64) * (1.0 - c64) + tf.cast(b, tf.float64)
+      x = tf.cast(tf.clip_by_value(tf.cast(x, tf.float64) * c64 + offset, 0.0, 1.0), tf.float32)
     bucket = tf.argmax(tf.cast(buckets >= new_w, tf.int32), output_type=tf.int32)
     width = tf.gather(buckets, bucket)
     fill = tf.reduce_mean(x)  # pad with the image's mean grey: no hard edge at the end
-    x = tf.pad(x - fill, [[0, 0], [0, width - new_w], [0, 0]]) + fill
+    x = tf.pad(x, [[0, 0], [0, width - new_w], [0, 0]], constant_values=fill)
     label = tf.cast(ex["label"], tf.int32) + 1  # file index -> model class (0 = blank)
     n = tf.shape(label)[0]
     repeats = tf.reduce_sum(tf.cast(label[1:] == label[:-1], tf.int32))
