@@ -36,7 +36,7 @@ def main():
 
   config, charset, compiled, state, step = workdir_lib.load(args.workdir, "latest", args.weights)
   model = train.make_model(config, charset.num_classes)
-  momentum = 0.9  # model.py's nn.BatchNorm: running = momentum * running + (1 - momentum) * batch
+  from crnn_jax.model import BN_MOMENTUM as momentum
 
   @jax.jit
   def batch_stats_of(params, batch_stats, images, frames):

@@ -87,6 +87,10 @@ def max_pool(x, pool):
   return jnp.max(x.reshape(b, h // ph, ph, w // pw, pw, c), axis=(2, 4))
 
 
+# Batch norm's running averages: running = BN_MOMENTUM * running + (1 - BN_MOMENTUM) * batch.
+BN_MOMENTUM = 0.9
+
+
 class CRNN(nn.Module):
   num_classes: int
   conv_features: Sequence[int] = (64, 128, 256, 256, 512, 512)
@@ -113,7 +117,7 @@ class CRNN(nn.Module):
         x = nn.Conv(feat, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
       # Batch statistics in training, running averages in evaluation (the original's
       # multi-GPU graph never switched BN to training mode).
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, name=f"bn{i}")(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")(x)
       x = nn.relu(x)
       if tuple(pool) != (1, 1):
         if self.pool_impl == "reshape":
