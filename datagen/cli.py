@@ -45,7 +45,11 @@ def _add_split(p):
   p.add_argument("--test-fraction", type=float, default=0.05, help="share of lines held out for test")
   p.add_argument("--min-char-count", type=int, default=40,
                  help="balance lines are added until every character occurs this often in training text "
-                      "(0 = no balance lines)")
+                      "(0 = no balance lines); with --balance-power P > 0 the target of a character with n "
+                      "corpus occurrences is ceil(min_char_count * n ** P)")
+  p.add_argument("--balance-power", type=float, default=0.0,
+                 help="exponent of the balance target (0 = the same floor for every character; see "
+                      "datagen/split.py for why ~0.5 suits a test of corpus lines)")
 
 
 def _add_render(p):
@@ -177,8 +181,13 @@ def _fingerprint(args, corpus, specs, holdout, opts):
           "holdout_fonts": list(holdout), "seed": opts.seed, "variants": opts.variants,
           "eval_variants": opts.eval_variants, "validation_fraction": args.validation_fraction,
           "test_fraction": args.test_fraction, "min_char_count": args.min_char_count,
-          "target_height": opts.target_height, "frames_per_pixel": opts.frames_per_pixel,
+          **_balance_power_key(args), "target_height": opts.target_height, "frames_per_pixel": opts.frames_per_pixel,
           "examples_per_shard": opts.examples_per_shard, "render": dataclasses.asdict(opts.knobs)}
+
+
+def _balance_power_key(args):
+  # Named only when set, so that datasets built before the knob existed (power 0) still match.
+  return {"balance_power": args.balance_power} if args.balance_power else {}
 
 
 # ---- steps --------------------------------------------------------------------------------
@@ -200,13 +209,13 @@ def step_split(out, corpus, args):
   held = [l.text for s in ("validation", "test") for l in splits[s]]
   if args.min_char_count > 0:
     extra = split_lib.balance_lines(splits["train"], held, args.min_char_count, args.seed,
-                                    first_id=len(corpus.lines))
+                                    first_id=len(corpus.lines), power=args.balance_power)
     splits["train"] = splits["train"] + extra
   split_lib.check_split(splits)
   split_lib.write_splits(splits, out)
   info = {"corpus": pathlib.Path(corpus.path).name, "corpus_sha256": corpus.sha256, "seed": args.seed,
           "validation_fraction": args.validation_fraction, "test_fraction": args.test_fraction,
-          "min_char_count": args.min_char_count,
+          "min_char_count": args.min_char_count, **_balance_power_key(args),
           "lines": {s: len(v) for s, v in splits.items()},
           "balance_lines": sum(1 for l in splits["train"] if l.source == "balance")}
   (out / "splits" / "split.json").write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -234,6 +243,8 @@ def step_preview(out):
 def run(argv=None):
   args = parser().parse_args(argv)
   out = pathlib.Path(args.out)
+  if getattr(args, "balance_power", 0.0) < 0:  # before --overwrite removes anything
+    raise DatagenError(f"--balance-power {args.balance_power}: need >= 0")
   if args.command == "build":
     corpus = corpus_lib.read_corpus(args.corpus, require_tab=not args.plain_corpus)
     specs, holdout = _fonts(args)
@@ -260,8 +271,8 @@ def run(argv=None):
     corpus = corpus_lib.read_corpus(args.corpus, require_tab=not args.plain_corpus)
     if (out / "splits" / "split.json").exists() and not args.overwrite:
       old = json.loads((out / "splits" / "split.json").read_text(encoding="utf-8"))
-      if (old.get("seed"), old.get("corpus_sha256"), old.get("min_char_count")) != (
-          args.seed, corpus.sha256, args.min_char_count):
+      if (old.get("seed"), old.get("corpus_sha256"), old.get("min_char_count"), old.get("balance_power", 0.0)) != (
+          args.seed, corpus.sha256, args.min_char_count, args.balance_power):
         raise DatagenError(f"{out / 'splits'} holds a split with other settings; use another --out "
                            "or pass --overwrite")
     step_split(out, corpus, args)

@@ -165,6 +165,17 @@ def test_same_settings_again_is_a_no_op_and_other_settings_are_refused(tmp_path,
   code = cli.main(["build", "--out", str(out), "--corpus", str(small_corpus), "--seed", "7", *FAST])
   err = capsys.readouterr().err
   assert code == 2 and "other settings" in err and "seed" in err and "--overwrite" in err
+  # --balance-power 0 is the floor the dataset was built with (datasets from before the knob match);
+  # any other power is another dataset.
+  args = ["build", "--out", str(out), "--corpus", str(small_corpus), "--min-char-count", "3",
+          "--validation-fraction", "0.15", "--test-fraction", "0.15", *FAST, "--workers", "1"]
+  assert cli.main(args + ["--balance-power", "0"]) == 0 and "nothing to do" in capsys.readouterr().err
+  assert cli.main(args + ["--balance-power", "0.5"]) == 2
+  err = capsys.readouterr().err
+  assert "other settings" in err and "balance_power" in err
+  assert cli.main(args + ["--balance-power", "-1", "--overwrite"]) == 2
+  assert "--balance-power -1.0: need >= 0" in capsys.readouterr().err
+  assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # refused before --overwrite
 
 
 def test_write_images_then_import_gives_the_same_dataset(tmp_path, small_corpus, capsys):

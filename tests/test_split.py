@@ -44,3 +44,36 @@ def test_balance_lines_reach_the_minimum_and_never_copy_held_out_text():
   # Rare characters gain, common ones do not: the pool holds only deficits.
   before = collections.Counter(c for l in splits["train"] for c in l.text)
   assert sum(max(0, 10 - v) for v in before.values()) == sum(len(l.text) for l in extra)
+
+
+def test_balance_target_power_zero_is_the_floor_and_power_grows_with_the_corpus_count():
+  assert [split_lib.balance_target(n, 40) for n in (0, 1, 39, 40, 41, 500)] == [40, 40, 40, 40, 41, 500]
+  # ceil(15 * n ** 0.5): 15, 30 (n=4), 150 (n=100); a count above its target is kept as it is.
+  assert [split_lib.balance_target(n, 15, 0.5) for n in (1, 4, 100, 300)] == [15, 30, 150, 300]
+  try:
+    split_lib.balance_target(3, 15, -0.5)
+  except ValueError as e:
+    assert "-0.5" in str(e)
+  else:
+    raise AssertionError("a negative power was accepted")
+
+
+def test_power_balance_gives_mid_frequency_characters_what_the_floor_gives_the_rarest():
+  texts = _full()
+  splits = split_lib.split_lines(texts, 0, 0.05, 0.05)
+  held = [l.text for s in ("validation", "test") for l in splits[s]]
+  before = collections.Counter(c for l in splits["train"] for c in l.text)
+  floor = split_lib.balance_lines(splits["train"], held, 40, seed=0, first_id=len(texts))
+  power = split_lib.balance_lines(splits["train"], held, 15, seed=0, first_id=len(texts), power=0.5)
+  assert split_lib.balance_lines(splits["train"], held, 40, seed=0, first_id=len(texts), power=0.0) == floor
+  after = collections.Counter(c for l in splits["train"] + power for c in l.text)
+  assert all(after[c] == split_lib.balance_target(n, 15, 0.5) for c, n in before.items())
+  assert not {l.text for l in power} & set(held)
+  # About the same training text either way (the default budget), spent differently: a character
+  # seen once in the corpus gets 15 instead of 40, one seen 25 times 75 instead of 40.
+  n_floor = sum(len(l.text) for l in floor)
+  n_power = sum(len(l.text) for l in power)
+  assert abs(n_power / n_floor - 1) < 0.05
+  once = next(c for c, n in before.items() if n == 1)
+  mid = next(c for c, n in before.items() if n == 25)
+  assert after[once] == 15 and after[mid] == 75
