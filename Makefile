@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 DATA ?= data/poem
 WORKDIR ?= runs/poem_cpu
 CONFIG ?= configs/poem_cpu.py
+DATAGEN_ARGS ?=
+TRAIN_ARGS ?=
 PYTHON ?= python3
 
 .PHONY: main test data bench bench-deps bench-datagen venv
@@ -20,10 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: $(VENV)/.installed
-	$(VENV)/bin/datagen build --out $(DATA)
+	$(VENV)/bin/datagen build --out $(DATA) $(DATAGEN_ARGS)
 
 main: data
-	$(VENV)/bin/crnn-train --config $(CONFIG) --workdir $(WORKDIR) --cpu_devices 2 --config.data_dir=$(DATA)
+	$(VENV)/bin/crnn-train --config $(CONFIG) --workdir $(WORKDIR) --cpu_devices 2 --config.data_dir=$(DATA) $(TRAIN_ARGS)
 	$(VENV)/bin/crnn-eval --workdir $(WORKDIR) --split test --checkpoint latest
 	$(VENV)/bin/crnn-predict --workdir $(WORKDIR) --checkpoint latest --output $(WORKDIR)/samples.tsv docs/samples
 
