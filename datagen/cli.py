@@ -43,13 +43,14 @@ def _add_split(p):
   p.add_argument("--seed", type=int, default=0, help="seed of the split and of every random choice")
   p.add_argument("--validation-fraction", type=float, default=0.05, help="share of lines held out for validation")
   p.add_argument("--test-fraction", type=float, default=0.05, help="share of lines held out for test")
-  p.add_argument("--min-char-count", type=int, default=40,
-                 help="balance lines are added until every character occurs this often in training text "
-                      "(0 = no balance lines); with --balance-power P > 0 the target of a character with n "
-                      "corpus occurrences is ceil(min_char_count * n ** P)")
-  p.add_argument("--balance-power", type=float, default=0.0,
-                 help="exponent of the balance target (0 = the same floor for every character; see "
-                      "datagen/split.py for why ~0.5 suits a test of corpus lines)")
+  p.add_argument("--min-char-count", type=int, default=15,
+                 help="balance lines are added until a character with n occurrences in the training corpus "
+                      "lines occurs ceil(min_char_count * n ** balance_power) times in training text "
+                      "(0 = no balance lines)")
+  p.add_argument("--balance-power", type=float, default=0.5,
+                 help="exponent of the balance target: 0 = the same floor for every character (the "
+                      "defaults before 2026-11-26 were --min-char-count 40 --balance-power 0); see "
+                      "datagen/split.py for why ~0.5 suits a test of corpus lines")
 
 
 def _add_render(p):

@@ -35,7 +35,8 @@ def small_corpus(tmp_path_factory):
 
 def build(out, corpus, *extra):
   code = cli.main(["build", "--out", str(out), "--corpus", str(corpus), "--min-char-count", "3",
-                   "--validation-fraction", "0.15", "--test-fraction", "0.15", *FAST, *extra])
+                   "--balance-power", "0", "--validation-fraction", "0.15", "--test-fraction", "0.15",
+                   *FAST, *extra])
   assert code == 0
   return pathlib.Path(out)
 

@@ -159,20 +159,21 @@ def test_same_settings_again_is_a_no_op_and_other_settings_are_refused(tmp_path,
   out = build_data(tmp_path / "d", small_corpus, "--workers", "1")
   before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
   assert cli.main(["build", "--out", str(out), "--corpus", str(small_corpus), "--min-char-count", "3",
-                   "--validation-fraction", "0.15", "--test-fraction", "0.15", *FAST, "--workers", "1"]) == 0
+                   "--balance-power", "0", "--validation-fraction", "0.15", "--test-fraction", "0.15", *FAST,
+                   "--workers", "1"]) == 0
   assert "nothing to do" in capsys.readouterr().err
   assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
   code = cli.main(["build", "--out", str(out), "--corpus", str(small_corpus), "--seed", "7", *FAST])
   err = capsys.readouterr().err
   assert code == 2 and "other settings" in err and "seed" in err and "--overwrite" in err
-  # --balance-power 0 is the floor the dataset was built with (datasets from before the knob match);
-  # any other power is another dataset.
+  # The tests' small sets keep the floor (power 0, a fingerprint without the key, like datasets built
+  # before the knob); the default power, 0.5, is another dataset.
   args = ["build", "--out", str(out), "--corpus", str(small_corpus), "--min-char-count", "3",
           "--validation-fraction", "0.15", "--test-fraction", "0.15", *FAST, "--workers", "1"]
-  assert cli.main(args + ["--balance-power", "0"]) == 0 and "nothing to do" in capsys.readouterr().err
-  assert cli.main(args + ["--balance-power", "0.5"]) == 2
+  assert "balance_power" not in json.loads((out / "meta.json").read_text())["build_args"]
+  assert cli.main(args) == 2
   err = capsys.readouterr().err
-  assert "other settings" in err and "balance_power" in err
+  assert "other settings" in err and "balance_power" in err and "min_char_count" not in err
   assert cli.main(args + ["--balance-power", "-1", "--overwrite"]) == 2
   assert "--balance-power -1.0: need >= 0" in capsys.readouterr().err
   assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # refused before --overwrite
