@@ -21,24 +21,14 @@ when n ~ c ** (1 / (1 + k)): for k ~ 1.2, n ~ c ** 0.45, far flatter than the co
 import argparse
 import collections
 import csv
-import difflib
-import math
 import pathlib
 import sys
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from crnn_jax import metrics  # noqa: E402
 from datagen import split as split_lib  # noqa: E402
-
-
-def read_split(data, name):
-  rows = []
-  with open(pathlib.Path(data) / "splits" / f"{name}.txt", encoding="utf-8") as f:
-    for line in f:
-      line_id, source, text = line.rstrip("\n").split("\t")
-      rows.append((source, text))
-  return rows
 
 
 def misreads(predictions):
@@ -46,12 +36,8 @@ def misreads(predictions):
   tot, bad = collections.Counter(), collections.Counter()
   with open(predictions, encoding="utf-8", newline="") as f:
     for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-      ref, hyp = row["reference"], row["prediction"]
-      tot.update(ref)
-      if ref != hyp:
-        for op, i1, i2, _, _ in difflib.SequenceMatcher(None, ref, hyp, autojunk=False).get_opcodes():
-          if op in ("replace", "delete"):
-            bad.update(ref[i1:i2])
+      tot.update(row["reference"])
+      bad.update(metrics.misread_chars(row["reference"], row["prediction"]))
   return tot, bad
 
 
@@ -89,10 +75,10 @@ def main(argv=None):
   ap.add_argument("--powers", type=str, nargs="*", default=["15:0.5", "20:0.4", "10:0.6"], help="F:P pairs")
   args = ap.parse_args(argv)
 
-  train = read_split(args.data, "train")
-  train_counts = collections.Counter(c for _, text in train for c in text)
-  corpus_counts = collections.Counter(c for source, text in train if source == "corpus" for c in text)
-  val_counts = collections.Counter(c for _, text in read_split(args.data, "validation") for c in text)
+  splits = split_lib.read_splits(args.data)
+  train_counts = collections.Counter(c for l in splits["train"] for c in l.text)
+  corpus_counts = collections.Counter(c for l in splits["train"] if l.source == "corpus" for c in l.text)
+  val_counts = collections.Counter(c for l in splits["validation"] for c in l.text)
   chars = sorted(train_counts)
   ks = list(args.k or [0.6, 1.0])
   if args.predictions:

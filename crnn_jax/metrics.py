@@ -26,6 +26,14 @@ def edit_distance(a: str, b: str) -> int:
   return prev[-1]
 
 
+def misread_chars(ref: str, hyp: str) -> str:
+  """The reference characters a prediction misreads: substituted or deleted in a difflib alignment."""
+  if ref == hyp:
+    return ""
+  ops = difflib.SequenceMatcher(None, ref, hyp, autojunk=False).get_opcodes()
+  return "".join(ref[i1:i2] for op, i1, i2, _, _ in ops if op in ("replace", "delete"))
+
+
 class Accumulator:
   """Collects (reference, hypothesis, font) triples and summarises them."""
 
@@ -74,11 +82,8 @@ class Accumulator:
     for ref, hyp, _, dist in self.rows:
       for ch in ref:
         tot[name(train_counts.get(ch, 0))] += 1
-      if dist:
-        for op, i1, i2, _, _ in difflib.SequenceMatcher(None, ref, hyp, autojunk=False).get_opcodes():
-          if op in ("replace", "delete"):
-            for ch in ref[i1:i2]:
-              bad[name(train_counts.get(ch, 0))] += 1
+      for ch in misread_chars(ref, hyp):
+        bad[name(train_counts.get(ch, 0))] += 1
     return {k: {"chars": tot[k], "misread": bad[k], "rate": bad[k] / tot[k]} for k in names if tot[k]}
 
   def worst(self, k):

@@ -4,7 +4,7 @@ import pytest
 
 from crnn_jax.charset import Charset
 from crnn_jax.decode import collapse, greedy_batch
-from crnn_jax.metrics import Accumulator, edit_distance
+from crnn_jax.metrics import Accumulator, edit_distance, misread_chars
 
 
 def test_repeats_collapse_and_blanks_go():
@@ -60,3 +60,4 @@ def test_misreads_by_training_count_of_the_character():
                  "25-49": {"chars": 2, "misread": 1, "rate": 0.5},
                  "100-299": {"chars": 1, "misread": 0, "rate": 0.0},
                  "300+": {"chars": 1, "misread": 0, "rate": 0.0}}
+  assert misread_chars("赢家天", "羸家") == "赢天" and misread_chars("天地", "天天地") == ""  # an insertion misreads nothing
