@@ -22,6 +22,14 @@ BEGIN, END = "<!-- report_run:begin -->", "<!-- report_run:end -->"
 TARGET_ACC, TARGET_MIN = 0.97, 60.0
 
 
+def _decoding(ev):
+  d = ev.get("decoding", {"decoder": "greedy"})
+  if d["decoder"] == "greedy":
+    return "greedy decoding"
+  lm = f" + character {d['lm_order']}-gram LM x {d['lm_weight']}" if d.get("lm_weight") else ""
+  return f"beam search {d['beam']}{lm}"
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
@@ -73,6 +81,9 @@ def main():
   else:
     curve_head = "| step | seq acc | CER |\n| ---: | ---: | ---: |"
     curve = "\n".join(f"| {s} | {a:.3f} | {c:.3f} |" for s, a, c, *_ in vals)
+  g = ev.get("greedy")
+  greedy_row = (f"| ... the same outputs decoded greedily (the model alone): seq acc / CER | {g['seq_acc']:.4f} / {g['cer']:.4f} |\n"
+                if g else "")
   section = f"""{BEGIN}
 Command: `{args.command}` (then `python bench/report_run.py --workdir {args.workdir} --write BENCHMARKS.md`).
 Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']['jax']}, git {info['git_revision'][:10]}{' (dirty)' if info['git_dirty'] else ''}.
@@ -80,8 +91,8 @@ Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']
 | | |
 | --- | --- |
 | training wall time (incl. compiles and periodic evaluation) | **{minutes:.1f} min** for {train[-1]['step']} steps |
-| test sequence accuracy (checkpoint of step {ev['checkpoint_step']}, {ev.get('weights', 'raw')} weights, {ev['n']} images) | **{ev['seq_acc']:.4f}** |
-| test CER / 1 - NED | {ev['cer']:.4f} / {ev['one_minus_ned']:.4f} |
+| test sequence accuracy (checkpoint of step {ev['checkpoint_step']}, {ev.get('weights', 'raw')} weights, {ev['n']} images, {_decoding(ev)}) | **{ev['seq_acc']:.4f}** |
+{greedy_row}| test CER / 1 - NED | {ev['cer']:.4f} / {ev['one_minus_ned']:.4f} |
 | training throughput, median (min-max) over log windows | {speeds[len(speeds) // 2]:.0f} ({speeds[0]:.0f}-{speeds[-1]:.0f}) images/s |
 {t95_row}{cs_rows}| target: >= {TARGET_ACC:.0%} within {TARGET_MIN:.0f} min | **{'met' if met else 'NOT met'}** |
 

@@ -53,4 +53,15 @@ def base_config():
   c.eval.split = "validation"
   c.eval.batch_size = 64
   c.eval.max_examples = 1000        # per periodic evaluation; crnn-eval reads the whole split
+
+  # How crnn-eval and crnn-predict read the model's outputs (each overridable by their flags;
+  # the periodic evaluation during training always decodes greedily).
+  c.decode = ml_collections.ConfigDict()
+  c.decode.decoder = "greedy"       # "greedy" | "beam" (CTC prefix beam search, crnn_jax/decode.py)
+  c.decode.beam = 8                 # prefixes kept per frame
+  c.decode.topk = 8                 # classes per frame the beam may extend with
+  c.decode.prune = -12.0            # ... if their log-probability is at least this
+  c.decode.lm_order = 3             # character n-gram LM of the training lines (crnn_jax/lm.py)
+  c.decode.lm_weight = 0.0          # its weight in the beam's score (0: no LM)
+  c.decode.length_bonus = 0.0       # score added per character
   return c

@@ -1,5 +1,13 @@
-"""Greedy CTC decoding: best class per frame, collapse repeats, drop blanks (class 0)."""
+"""CTC decoding.  Greedy: best class per frame, collapse repeats, drop blanks (class 0).
+Beam: prefix beam search over the top-K classes per frame, optionally with a character n-gram
+language model (crnn_jax/lm.py) fused into the score.
+"""
+import math
+
 import numpy as np
+
+from crnn_jax.errors import UserError
+from crnn_jax.lm import BOS, EOS
 
 
 def collapse(frames, length=None, blank: int = 0):
@@ -18,3 +26,108 @@ def greedy_batch(best, lengths, charset):
   """best [B, T] argmax classes, lengths [B] valid frames -> list of B strings."""
   best = np.asarray(best)
   return [charset.text(collapse(best[i], int(lengths[i]))) for i in range(best.shape[0])]
+
+
+# ---- CTC prefix beam search with a character language model --------------------------------
+_NEG = -1e30
+
+
+def _lse(a, b):
+  if a < b:
+    a, b = b, a
+  return a if b <= _NEG else a + math.log1p(math.exp(b - a))
+
+
+def beam_search(top_lp, top_ids, blank_lp, length, charset, lm=None, lm_weight=0.0, length_bonus=0.0,
+                beam=8, prune=-12.0):
+  """CTC prefix beam search over one example (Hannun et al. 2014) -> the best text.
+
+  top_lp, top_ids [T, K]: the K best log-probabilities per frame and their classes (`top_k` of
+  the log-softmax; a class outside them counts as impossible in that frame); blank_lp [T]: the
+  blank's log-probability per frame; `length` valid frames.  A prefix is ranked by
+  log P_ctc(prefix) + lm_weight * log P_lm(prefix) + length_bonus * len(prefix): the LM scores
+  each character as it is appended, and EOS at the end.  Characters below `prune` in a frame are
+  not tried.  With lm=None and length_bonus=0 this is the plain prefix search, which sums every
+  frame path of a text (greedy decoding takes the best single path).
+  """
+  use_lm = lm is not None and lm_weight != 0.0
+  chars = charset.chars
+  n_ctx = lm.order - 1 if use_lm else 0
+
+  def context(prefix):
+    text = "".join(chars[k - 1] for k in prefix[len(prefix) - n_ctx:]) if n_ctx else ""
+    return (BOS + text) if len(prefix) < n_ctx else text
+
+  # prefix (tuple of classes) -> [log P(ending in blank), log P(ending in a character), LM + bonus]
+  beams = {(): [0.0, _NEG, 0.0]}
+  for t in range(int(length)):
+    lp0 = float(blank_lp[t])
+    cands = [(int(c), float(v)) for c, v in zip(top_ids[t], top_lp[t]) if c != 0 and v >= prune]
+    new = {}
+    for prefix, (pb, pnb, extra) in beams.items():
+      total = _lse(pb, pnb)
+      e = new.get(prefix)
+      if e is None:
+        e = new[prefix] = [_NEG, _NEG, extra]
+      e[0] = _lse(e[0], total + lp0)
+      last = prefix[-1] if prefix else 0
+      for c, v in cands:
+        if c == last:
+          e[1] = _lse(e[1], pnb + v)  # the same character goes on (collapsed)
+          from_prev = pb + v  # the character again, after a blank
+        else:
+          from_prev = total + v
+        ext = prefix + (c,)
+        x = new.get(ext)
+        if x is None:
+          add = length_bonus + (lm_weight * lm.logp(context(prefix), chars[c - 1]) if use_lm else 0.0)
+          x = new[ext] = [_NEG, _NEG, extra + add]
+        x[1] = _lse(x[1], from_prev)
+    if len(new) > beam:
+      new = dict(sorted(new.items(), key=lambda kv: _lse(kv[1][0], kv[1][1]) + kv[1][2], reverse=True)[:beam])
+    beams = new
+
+  def final(kv):
+    prefix, (pb, pnb, extra) = kv
+    score = _lse(pb, pnb) + extra
+    return score + (lm_weight * lm.logp(context(prefix), EOS) if use_lm else 0.0)
+  return charset.text(list(max(beams.items(), key=final)[0]))
+
+
+def beam_batch(top_lp, top_ids, blank_lp, lengths, charset, **kw):
+  """The batched outputs of `train.topk_step` -> list of B strings (see beam_search)."""
+  top_lp, top_ids, blank_lp = map(np.asarray, (top_lp, top_ids, blank_lp))
+  return [beam_search(top_lp[i], top_ids[i], blank_lp[i], int(lengths[i]), charset, **kw)
+          for i in range(top_lp.shape[0])]
+
+
+# ---- settings: config.decode, overridden by crnn-eval / crnn-predict flags ------------------
+DEFAULTS = {"decoder": "greedy", "beam": 8, "topk": 8, "prune": -12.0, "lm_order": 3, "lm_weight": 0.0,
+            "length_bonus": 0.0}
+
+
+def settings(config, overrides=None):
+  """config.decode (DEFAULTS for keys a workdir's older config.json lacks) + non-None overrides."""
+  out = dict(DEFAULTS)
+  out.update(dict(config.get("decode", {}) or {}))
+  out.update({k: v for k, v in (overrides or {}).items() if v is not None})
+  if out["decoder"] not in ("greedy", "beam"):
+    raise UserError(f"decoder {out['decoder']!r} is not one of greedy, beam")
+  if int(out["beam"]) < 1 or int(out["topk"]) < 1 or int(out["lm_order"]) < 1:
+    raise UserError(f"beam ({out['beam']}), topk ({out['topk']}) and lm_order ({out['lm_order']}) must be >= 1")
+  return out
+
+
+def decoding_for(config, workdir, data_dir, charset, overrides=None):
+  """-> None for greedy decoding, else the keyword arguments of `train.evaluate(decoding=)`: beam
+  search, with the workdir's character LM (built from `data_dir`'s training lines and saved as
+  W/lm<order>.json on first use) when lm_weight != 0."""
+  s = settings(config, overrides)
+  if s["decoder"] == "greedy":
+    return None
+  lm = None
+  if float(s["lm_weight"]) != 0.0:
+    from crnn_jax import lm as lm_lib
+    lm = lm_lib.for_workdir(workdir, data_dir, int(s["lm_order"]), charset.num_classes)
+  return {"topk": int(s["topk"]), "beam": int(s["beam"]), "prune": float(s["prune"]), "lm": lm,
+          "lm_weight": float(s["lm_weight"]), "length_bonus": float(s["length_bonus"])}

@@ -1,11 +1,14 @@
 """crnn-eval: metrics of a workdir's best checkpoint on a split, and an error gallery.
 
     crnn-eval --workdir W [--data D] [--split test] [--checkpoint best|latest] [--gallery N]
+              [--decoder greedy|beam] [--lm-weight X] [--lm-order N] [--beam K]
 
 Prints the metrics as JSON (overall, by length, by font, and by how often the reference characters
 occur in the training text when DATA_DIR has datagen's splits/) and writes
 W/eval_<split>.json and W/errors_<split>.png (the worst N: image, truth, prediction);
-`--predictions F.tsv` also writes every example.
+`--predictions F.tsv` also writes every example.  Decoding follows the run's config.decode
+unless the flags say otherwise; with beam search the JSON also holds "greedy", the greedy
+reading of the same model outputs (the model alone, without the LM).
 """
 import argparse
 import collections
@@ -51,12 +54,20 @@ def train_char_counts(data_dir):
   return counts
 
 
+def _describe(s):
+  if s["decoder"] == "greedy":
+    return {"decoder": "greedy"}
+  keep = ("decoder", "beam", "topk", "prune", "lm_weight", "length_bonus") + (("lm_order",) if s["lm_weight"] else ())
+  return {k: s[k] for k in keep}
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(prog="crnn-eval", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
-  from crnn_jax.workdir import add_checkpoint_flags
+  from crnn_jax.workdir import add_checkpoint_flags, add_decoder_flags, decoder_overrides
   add_checkpoint_flags(ap)
+  add_decoder_flags(ap)
   ap.add_argument("--data", default=None, help="DATA_DIR (default: the one the run trained on)")
   ap.add_argument("--split", default="test")
   ap.add_argument("--gallery", type=int, default=40, help="worst cases drawn into errors_<split>.png")
@@ -65,7 +76,7 @@ def main(argv=None):
                   help="also write every example as reference<TAB>prediction<TAB>font<TAB>edit distance")
   args = ap.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from crnn_jax import train, workdir as workdir_lib
+  from crnn_jax import decode, train, workdir as workdir_lib
   from crnn_jax.charset import Charset
   from crnn_jax.errors import UserError
   try:
@@ -75,14 +86,17 @@ def main(argv=None):
     if data_cs != charset:
       raise UserError(f"{data}/chinese.txt ({len(data_cs)} characters) differs from the character set "
                       f"{args.workdir} was trained with ({len(charset)}); evaluate on matching data")
+    overrides = decoder_overrides(args)
+    decoding = decode.decoding_for(config, args.workdir, data, charset, overrides)
     res, acc, images = train.evaluate(compiled, state, config, data, args.split, charset,
-                                      max_examples=args.max_examples, keep_images=args.gallery > 0)
+                                      max_examples=args.max_examples, keep_images=args.gallery > 0,
+                                      decoding=decoding)
   except UserError as e:
     print(f"crnn-eval: error: {e}", file=sys.stderr)
     return 2
   weights = train.weights_in_use(state, args.weights)
   res = {"workdir": args.workdir, "checkpoint_step": step, "weights": weights, "split": args.split, "data": data,
-         **res}
+         "decoding": _describe(decode.settings(config, overrides)), **res}
   counts = train_char_counts(data)
   if counts is not None:
     res["by_train_count"] = acc.by_train_count(counts)

@@ -1,10 +1,12 @@
 """crnn-predict: read text lines from image files.
 
-    crnn-predict --workdir W [--output F.tsv] [--checkpoint best|latest] IMAGE_OR_DIR ...
+    crnn-predict --workdir W [--output F.tsv] [--checkpoint best|latest] [--decoder greedy|beam] IMAGE_OR_DIR ...
 
 PNG or JPEG of any size, grayscale or colour (a user's own crops, any height, with margins):
 each is turned grayscale, resized to the model's input height keeping its aspect ratio and
 batched by width bucket.  Prints `path<TAB>text` in the order given (folders: sorted, recursive).
+Decoding follows the run's config.decode (beam search with the character LM the run saved as
+W/lm<order>.json, for configs/poem_cpu.py) unless --decoder/--lm-weight/... say otherwise.
 An unreadable, truncated or empty image gets one line on stderr and is counted; the exit status
 is then 1.
 """
@@ -45,11 +47,12 @@ def load_gray(path, height):
   return np.asarray(g.resize((w, height), Image.Resampling.BILINEAR), np.float32) / 255.0
 
 
-def recognise(compiled, state, config, charset, images):
-  """images: list of float32 [H, w] -> list of strings (same order)."""
+def recognise(compiled, state, config, charset, images, decoding=None):
+  """images: list of float32 [H, w] -> list of strings (same order).  `decoding`: None (greedy)
+  or the beam-search settings of `decode.decoding_for`."""
   import jax
   from crnn_jax import mesh as mesh_lib
-  from crnn_jax.decode import greedy_batch
+  from crnn_jax.decode import beam_batch, greedy_batch
   from crnn_jax.model import width_stride
   buckets = list(config.input.width_buckets)
   stride = width_stride(config.model.conv_pools)
@@ -74,8 +77,14 @@ def recognise(compiled, state, config, charset, images):
         x[r, :, im.shape[1]:, 0] = im.mean()
         frames[r] = max(1, im.shape[1] // stride)
       g = mesh_lib.global_batch({"image": x, "frames": frames}, compiled.mesh)
-      best = np.asarray(jax.device_get(compiled.predict_step(state, g["image"], g["frames"])))
-      for r, text in enumerate(greedy_batch(best, frames, charset)[:len(chunk)]):
+      if decoding is None:
+        best = np.asarray(jax.device_get(compiled.predict_step(state, g["image"], g["frames"])))
+        texts = greedy_batch(best, frames, charset)
+      else:
+        kw = dict(decoding)
+        outs = jax.device_get(compiled.topk_step(int(kw.pop("topk")))(state, g["image"], g["frames"]))
+        texts = beam_batch(*outs, frames, charset, **kw)
+      for r, text in enumerate(texts[:len(chunk)]):
         out[chunk[r]] = text
   return out
 
@@ -84,16 +93,18 @@ def main(argv=None):
   ap = argparse.ArgumentParser(prog="crnn-predict", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
-  from crnn_jax.workdir import add_checkpoint_flags
+  from crnn_jax.workdir import add_checkpoint_flags, add_decoder_flags, decoder_overrides
   add_checkpoint_flags(ap)
+  add_decoder_flags(ap)
   ap.add_argument("--output", default=None, help="also write path<TAB>text lines to this TSV file")
   ap.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
   args = ap.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from crnn_jax import workdir as workdir_lib
+  from crnn_jax import decode, workdir as workdir_lib
   from crnn_jax.errors import UserError
   try:
     config, charset, compiled, state, _ = workdir_lib.load(args.workdir, args.checkpoint, args.weights)
+    decoding = decode.decoding_for(config, args.workdir, config.data_dir, charset, decoder_overrides(args))
   except UserError as e:
     print(f"crnn-predict: error: {e}", file=sys.stderr)
     return 2
@@ -106,7 +117,7 @@ def main(argv=None):
     except ValueError as e:
       print(f"crnn-predict: skipped {f}: {e}", file=sys.stderr)
       bad += 1
-  texts = recognise(compiled, state, config, charset, images) if images else []
+  texts = recognise(compiled, state, config, charset, images, decoding) if images else []
   lines = [f"{f}\t{t}" for f, t in zip(good, texts)]
   for line in lines:
     print(line)

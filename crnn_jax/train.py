@@ -24,7 +24,7 @@ import optax
 
 from crnn_jax import checkpointing, compile_stats, input_pipeline, mesh as mesh_lib
 from crnn_jax.charset import Charset
-from crnn_jax.decode import greedy_batch
+from crnn_jax.decode import beam_batch, greedy_batch
 from crnn_jax.errors import UserError
 from crnn_jax.metrics import Accumulator
 from crnn_jax.model import CRNN, height_stride, width_stride
@@ -171,6 +171,15 @@ def predict_step(state, images, frames, *, model):
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
+def topk_step(state, images, frames, *, model, k):
+  """For beam search: the k best log-probabilities per frame and their classes [B, T, k], and
+  the blank's log-probability [B, T] (the host needs no [B, T, classes] array)."""
+  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, frames, train=False)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  vals, ids = jax.lax.top_k(logp, k)
+  return vals, ids.astype(jnp.int32), logp[..., 0]
+
+
 class Compiled:
   """The jitted steps for one model/optimizer on one mesh."""
 
@@ -190,6 +199,15 @@ class Compiled:
                               in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
     self.predict_step = jax.jit(functools.partial(predict_step, model=model),
                                 in_shardings=(rep, dat, dat), out_shardings=rep)
+    self._model, self._topk = model, {}
+
+  def topk_step(self, k):
+    """The jitted `topk_step` for k candidates per frame (compiled on first use)."""
+    if k not in self._topk:
+      rep, dat = mesh_lib.replicated(self.mesh), mesh_lib.data_sharded(self.mesh)
+      self._topk[k] = jax.jit(functools.partial(topk_step, model=self._model, k=k),
+                              in_shardings=(rep, dat, dat), out_shardings=rep)
+    return self._topk[k]
 
   def abstract_with_shardings(self):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -212,9 +230,14 @@ def pipeline_spec(config, local_batch_size):
       local_batch_size=local_batch_size)
 
 
-def evaluate(compiled, state, config, data_dir, split, charset, max_examples=None, keep_images=False):
-  """Greedy-decodes a split; returns (metrics dict, Accumulator, images as uint8 [H, w] crops,
-  one per Accumulator row, when `keep_images`).
+def evaluate(compiled, state, config, data_dir, split, charset, max_examples=None, keep_images=False,
+             decoding=None):
+  """Decodes a split; returns (metrics dict, Accumulator, images as uint8 [H, w] crops, one per
+  Accumulator row, when `keep_images`).
+
+  `decoding` None: greedy.  Else the keyword arguments of `decode.beam_batch` plus "topk": beam
+  search (with the LM it names); the metrics dict then also holds "greedy", the greedy reading of
+  the same outputs (the top-1 class per frame), for comparison.
 
   Every process reads the whole split and feeds its own rows of each global batch, so all
   processes see the same batches (same widths) and compute the same metrics.
@@ -222,25 +245,38 @@ def evaluate(compiled, state, config, data_dir, split, charset, max_examples=Non
   n_proc, p = jax.process_count(), jax.process_index()
   gb = config.eval.batch_size
   spec = pipeline_spec(config, gb)
-  acc = Accumulator()
+  acc, acc_greedy = Accumulator(), Accumulator()
   images = []
   ds = input_pipeline.eval_dataset(data_dir, spec, split, max_examples=max_examples)
   lb = gb // n_proc
+  if decoding is not None:
+    decoding = dict(decoding)
+    step_fn = compiled.topk_step(int(decoding.pop("topk")))
   for raw in ds:
     b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
     local = {k: b[k][p * lb:(p + 1) * lb] for k in ("image", "frames")}
     g = mesh_lib.global_batch(local, compiled.mesh)
-    best = np.asarray(jax.device_get(compiled.predict_step(state, g["image"], g["frames"])))
-    hyps = greedy_batch(best, b["frames"], charset)
     n = int(b["weight"].sum())
     refs = [t.decode() for t in b["text"][:n]]
-    acc.add(refs, hyps[:n], [f.decode() for f in b["font"][:n]])
+    fonts = [f.decode() for f in b["font"][:n]]
+    if decoding is None:
+      best = np.asarray(jax.device_get(compiled.predict_step(state, g["image"], g["frames"])))
+      hyps = greedy_batch(best, b["frames"], charset)
+    else:
+      vals, ids, blank = (np.asarray(x) for x in jax.device_get(step_fn(state, g["image"], g["frames"])))
+      acc_greedy.add(refs, greedy_batch(ids[:n, :, 0], b["frames"][:n], charset)[:n], fonts)
+      hyps = beam_batch(vals[:n], ids[:n], blank[:n], b["frames"][:n], charset, **decoding)
+    acc.add(refs, hyps[:n], fonts)
     if keep_images:
       stride = spec.stride
       for i in range(n):
         w = min(b["image"].shape[2], int(b["frames"][i]) * stride)
         images.append((b["image"][i, :, :w, 0] * 255).round().astype(np.uint8))
-  return acc.result(), acc, images
+  res = acc.result()
+  if decoding is not None:
+    g = acc_greedy.result()
+    res["greedy"] = {k: g[k] for k in ("n", "seq_acc", "cer", "one_minus_ned") if k in g}
+  return res, acc, images
 
 
 # ---- the loop -----------------------------------------------------------------------------
@@ -314,6 +350,19 @@ def check_data(config, workdir):
   return cs
 
 
+def _write_lm(config, workdir, charset):
+  """The character LM of config.decode (beam search with lm_weight != 0), built from the training
+  lines and kept in the workdir, so that crnn-predict needs no DATA_DIR."""
+  from crnn_jax import decode, lm as lm_lib
+  s = decode.settings(config)
+  if s["decoder"] != "beam" or not float(s["lm_weight"]):
+    return
+  try:
+    lm_lib.for_workdir(workdir, config.data_dir, int(s["lm_order"]), charset.num_classes)
+  except UserError as e:
+    print(f"WARNING: no language model for beam search: {e}", file=sys.stderr)
+
+
 def check_layout(config, n_devices, n_processes):
   """Batch sizes must split evenly over processes (each feeds an equal share) and devices."""
   gb, eb = config.train.batch_size, config.eval.batch_size
@@ -346,6 +395,7 @@ def train_and_evaluate(config, workdir):
       f.write(config.to_json_best_effort(indent=2))
     with open(os.path.join(workdir, "run_info.json"), "w", encoding="utf-8") as f:
       json.dump(_run_info(config, mesh), f, indent=2)
+    _write_lm(config, workdir, charset)
 
   latest, best = checkpointing.managers(workdir, config)
   p = jax.process_index()

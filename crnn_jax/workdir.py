@@ -18,6 +18,24 @@ def add_checkpoint_flags(ap):
                        "else the weights; raw: the trained weights themselves")
 
 
+def add_decoder_flags(ap):
+  """crnn-eval's and crnn-predict's decoding flags; each defaults to the run's config.decode."""
+  g = ap.add_argument_group("decoding (defaults: the run's config.decode, see configs/common.py)")
+  g.add_argument("--decoder", choices=("greedy", "beam"), default=None,
+                 help="greedy: best class per frame; beam: CTC prefix beam search, with the character "
+                      "language model of the training lines when --lm-weight is not 0")
+  g.add_argument("--beam", type=int, default=None, help="prefixes kept per frame")
+  g.add_argument("--lm-weight", type=float, default=None,
+                 help="weight of the character n-gram LM's log-probability (0: no LM)")
+  g.add_argument("--lm-order", type=int, default=None, help="n of the character n-gram LM")
+  g.add_argument("--length-bonus", type=float, default=None, help="score added per character")
+
+
+def decoder_overrides(args):
+  return {"decoder": args.decoder, "beam": args.beam, "lm_weight": args.lm_weight,
+          "lm_order": args.lm_order, "length_bonus": args.length_bonus}
+
+
 def load(workdir, which="best", weights="ema"):
   """-> (config, charset, compiled steps, state, step).  `which`: best | latest.  `weights`: "ema"
   gives the state with the EMA weights in place of the raw ones when the run kept an EMA

@@ -247,6 +247,38 @@ def test_eval_cli_prints_metrics_and_writes_a_gallery(trained, overfit_data, cap
   assert sum(b["chars"] for b in res["by_train_count"].values()) == sum(len(r.split("\t")[0]) for r in rows[1:])
 
 
+def test_beam_search_with_the_lm_in_eval_and_predict(trained, overfit_data, tmp_path, capsys):
+  """--decoder beam builds W/lm3.json from the training lines, reads as well as greedy on the
+  tiny model's own lines, reports the greedy reading of the same outputs beside it, and
+  crnn-predict then decodes from the workdir alone."""
+  from crnn_jax import evaluate, lm as lm_lib, predict
+  wd, _ = trained
+  lm_path = wd / "lm3.json"
+  if lm_path.exists():
+    lm_path.unlink()
+  assert evaluate.main(["--workdir", str(wd), "--split", "train", "--gallery", "0", "--decoder", "beam",
+                        "--lm-weight", "0.3"]) == 0
+  res = json.loads(capsys.readouterr().out)
+  assert res["decoding"] == {"decoder": "beam", "beam": 8, "topk": 8, "prune": -12.0, "lm_weight": 0.3,
+                             "length_bonus": 0.0, "lm_order": 3}
+  assert res["n"] == res["greedy"]["n"] == 48
+  assert res["seq_acc"] >= 0.9 and res["greedy"]["seq_acc"] >= 0.9
+  lm = lm_lib.CharNgramLM.load(str(lm_path))
+  assert lm.order == 3 and lm.score(LINES[0]) > lm.score(LINES[0][::-1])
+  # predict: beam + LM gives the same texts as greedy on these clear training images
+  import tensorflow_datasets as tfds
+  b = tfds.builder_from_directory(str(overfit_data))
+  for i, ex in enumerate(tfds.as_numpy(b.as_dataset(split="train", decoders={
+      "image": tfds.decode.SkipDecoding()}).take(8))):
+    (tmp_path / f"{i}.jpg").write_bytes(ex["image"])
+  assert predict.main(["--workdir", str(wd), str(tmp_path)]) == 0
+  greedy = capsys.readouterr().out
+  assert predict.main(["--workdir", str(wd), "--decoder", "beam", "--lm-weight", "0.3", str(tmp_path)]) == 0
+  beam = capsys.readouterr().out
+  g, bm = (dict(l.split("\t") for l in o.strip().splitlines()) for o in (greedy, beam))
+  assert len(g) == 8 and sum(g[k] == bm[k] for k in g) >= 7, (g, bm)
+
+
 def test_compilation_cache_serves_a_rerun(tmp_path, overfit_data):
   """`crnn-train --compilation_cache DIR`: the second run of the same config compiles (almost)
   nothing of its own; the first fills DIR."""
