@@ -6,7 +6,7 @@
 Prints the metrics as JSON (overall, by length, by font, and by how often the reference characters
 occur in the training text when DATA_DIR has datagen's splits/) and writes
 W/eval_<split>.json and W/errors_<split>.png (the worst N: image, truth, prediction);
-`--predictions F.tsv` also writes every example.  Decoding follows the run's config.decode
+`--predictions F.tsv` also writes every example (with beam search, its greedy reading too).  Decoding follows the run's config.decode
 unless the flags say otherwise; with beam search the JSON also holds "greedy", the greedy
 reading of the same model outputs (the model alone, without the LM).
 """
@@ -104,9 +104,10 @@ def main(argv=None):
     json.dump(res, f, ensure_ascii=False, indent=2)
   if args.predictions:
     with open(args.predictions, "w", encoding="utf-8") as f:
-      f.write("reference\tprediction\tfont\tedit_distance\n")
-      for ref, hyp, font, dist in acc.rows:
-        f.write(f"{ref}\t{hyp}\t{font}\t{dist}\n")
+      greedy = [r[1] for r in acc.greedy.rows] if acc.greedy is not None else None
+      f.write("reference\tprediction\tfont\tedit_distance" + ("\tgreedy_prediction" if greedy else "") + "\n")
+      for i, (ref, hyp, font, dist) in enumerate(acc.rows):
+        f.write(f"{ref}\t{hyp}\t{font}\t{dist}" + (f"\t{greedy[i]}" if greedy else "") + "\n")
     print(f"predictions ({len(acc.rows)} rows): {args.predictions}", file=sys.stderr)
   if args.gallery > 0 and acc.rows:
     worst = [i for i in acc.worst(args.gallery) if acc.rows[i][3] > 0]

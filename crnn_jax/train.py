@@ -273,7 +273,9 @@ def evaluate(compiled, state, config, data_dir, split, charset, max_examples=Non
         w = min(b["image"].shape[2], int(b["frames"][i]) * stride)
         images.append((b["image"][i, :, :w, 0] * 255).round().astype(np.uint8))
   res = acc.result()
+  acc.greedy = None
   if decoding is not None:
+    acc.greedy = acc_greedy  # row by row beside acc's rows
     g = acc_greedy.result()
     res["greedy"] = {k: g[k] for k in ("n", "seq_acc", "cer", "one_minus_ned") if k in g}
   return res, acc, images

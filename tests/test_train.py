@@ -256,9 +256,13 @@ def test_beam_search_with_the_lm_in_eval_and_predict(trained, overfit_data, tmp_
   lm_path = wd / "lm3.json"
   if lm_path.exists():
     lm_path.unlink()
+  pred = tmp_path / "pred.tsv"
   assert evaluate.main(["--workdir", str(wd), "--split", "train", "--gallery", "0", "--decoder", "beam",
-                        "--lm-weight", "0.3"]) == 0
+                        "--lm-weight", "0.3", "--predictions", str(pred)]) == 0
   res = json.loads(capsys.readouterr().out)
+  rows = [r.split("\t") for r in pred.read_text(encoding="utf-8").splitlines()]
+  assert rows[0] == ["reference", "prediction", "font", "edit_distance", "greedy_prediction"] and len(rows) == 49
+  assert sum(r[0] == r[4] for r in rows[1:]) == round(res["greedy"]["seq_acc"] * 48)
   assert res["decoding"] == {"decoder": "beam", "beam": 8, "topk": 8, "prune": -12.0, "lm_weight": 0.3,
                              "length_bonus": 0.0, "lm_order": 3}
   assert res["n"] == res["greedy"]["n"] == 48
