@@ -87,7 +87,8 @@ def main(argv=None):
       raise UserError(f"{data}/chinese.txt ({len(data_cs)} characters) differs from the character set "
                       f"{args.workdir} was trained with ({len(charset)}); evaluate on matching data")
     overrides = decoder_overrides(args)
-    decoding = decode.decoding_for(config, args.workdir, data, charset, overrides)
+    # The LM belongs to the run: built from the data it trained on, whatever --data evaluates.
+    decoding = decode.decoding_for(config, args.workdir, config.data_dir, charset, overrides)
     res, acc, images = train.evaluate(compiled, state, config, data, args.split, charset,
                                       max_examples=args.max_examples, keep_images=args.gallery > 0,
                                       decoding=decoding)

@@ -135,3 +135,23 @@ def test_config_defaults_are_the_decoders_defaults():
   """configs/common.py's decode section and decode.DEFAULTS (used for older workdirs) agree."""
   from configs.common import base_config
   assert dict(base_config().decode) == decode.DEFAULTS
+
+
+def test_decoding_for_builds_the_lm_once_and_names_the_way_out(tmp_path):
+  import ml_collections
+  data = tmp_path / "data"
+  (data / "splits").mkdir(parents=True)
+  (data / "splits" / "train.txt").write_text("".join(f"{i}\tcorpus\t{t}\n" for i, t in enumerate(LINES)),
+                                             encoding="utf-8")
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  c = ml_collections.ConfigDict({"data_dir": str(data), "decode": dict(decode.DEFAULTS, decoder="beam", lm_weight=0.3)})
+  assert decode.decoding_for(c, str(wd), str(data), CS, {"decoder": "greedy"}) is None
+  kw = decode.decoding_for(c, str(wd), str(data), CS)
+  assert kw["lm"].order == 3 and kw["lm_weight"] == 0.3 and (wd / "lm3.json").exists()
+  assert decode.decoding_for(c, str(wd), str(data), CS, {"lm_weight": 0.0})["lm"] is None
+  # the saved LM serves later calls without the data; another order needs the data again
+  kw2 = decode.decoding_for(c, str(wd), str(tmp_path / "gone"), CS)
+  assert kw2["lm"].logp(BOS + "日", "暮") == kw["lm"].logp(BOS + "日", "暮")
+  with pytest.raises(UserError, match="--decoder greedy"):
+    decode.decoding_for(c, str(wd), str(tmp_path / "gone"), CS, {"lm_order": 4})
