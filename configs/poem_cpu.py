@@ -27,7 +27,7 @@ def get_config():
   c.train.num_steps = 8000
   # 3e-3 (was 2e-3 up to runs/e11_p05): the same run at 3e-3 (runs/e12_lr3) reads the whole
   # validation split at 0.9498 / 0.9612 (greedy / LM; 2e-3: 0.9486 / 0.9594) and test at
-  # 0.9571 / 0.9655 (0.9469 / 0.9591) at step 8,000 (BENCHMARKS.md, "Learning rate").
+  # 0.9571 / 0.9655 (0.9469 / 0.9591) at step 8,000 (BENCHMARKS.md, "Time to accuracy").
   c.optimizer.learning_rate = 3e-3
   c.optimizer.warmup_steps = 300
   # The cosine is laid out over 16,000 steps and training stops half-way down it (LR 1.5e-3 at the

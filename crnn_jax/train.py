@@ -277,7 +277,7 @@ def evaluate(compiled, state, config, data_dir, split, charset, max_examples=Non
   if decoding is not None:
     acc.greedy = acc_greedy  # row by row beside acc's rows
     g = acc_greedy.result()
-    res["greedy"] = {k: g[k] for k in ("n", "seq_acc", "cer", "one_minus_ned") if k in g}
+    res["greedy"] = {k: g[k] for k in ("n", "seq_acc", "cer", "one_minus_ned", "by_font") if k in g}
   return res, acc, images
 
 

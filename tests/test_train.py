@@ -267,6 +267,7 @@ def test_beam_search_with_the_lm_in_eval_and_predict(trained, overfit_data, tmp_
                              "length_bonus": 0.0, "lm_order": 3}
   assert res["n"] == res["greedy"]["n"] == 48
   assert res["seq_acc"] >= 0.9 and res["greedy"]["seq_acc"] >= 0.9
+  assert set(res["greedy"]["by_font"]) == set(res["by_font"])
   lm = lm_lib.CharNgramLM.load(str(lm_path))
   assert lm.order == 3 and lm.score(LINES[0]) > lm.score(LINES[0][::-1])
   # predict: beam + LM gives the same texts as greedy on these clear training images
