@@ -23,17 +23,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def model_outputs(workdir, checkpoint, weights, split, topk, max_examples=None):
   import jax
-  from crnn_jax import input_pipeline, mesh as mesh_lib, train, workdir as workdir_lib
+  from crnn_jax import train, workdir as workdir_lib
   config, charset, compiled, state, step = workdir_lib.load(workdir, checkpoint, weights)
-  gb = config.eval.batch_size
-  spec = train.pipeline_spec(config, gb)
   fn = compiled.topk_step(topk)
   rows = []
-  for raw in input_pipeline.eval_dataset(config.data_dir, spec, split, max_examples=max_examples):
-    b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
-    g = mesh_lib.global_batch({k: b[k] for k in ("image", "frames")}, compiled.mesh)
+  for b, n_real, g in train.eval_batches(compiled, config, config.data_dir, split, max_examples):
     vals, ids, blank = (np.asarray(x) for x in jax.device_get(fn(state, g["image"], g["frames"])))
-    for i in range(int(b["weight"].sum())):
+    for i in range(n_real):
       n = int(b["frames"][i])
       rows.append((b["text"][i].decode(), b["font"][i].decode(), vals[i, :n], ids[i, :n], blank[i, :n]))
   return config, charset, step, rows

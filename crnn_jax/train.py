@@ -230,6 +230,19 @@ def pipeline_spec(config, local_batch_size):
       local_batch_size=local_batch_size)
 
 
+def eval_batches(compiled, config, data_dir, split, max_examples=None):
+  """Yields (host batch padded to eval.batch_size rows, number of real rows, global device batch
+  of image/frames) over a split.  Every process reads the whole split and feeds its own rows of
+  each global batch, so all processes see the same batches (same widths)."""
+  n_proc, p = jax.process_count(), jax.process_index()
+  gb = config.eval.batch_size
+  lb = gb // n_proc
+  for raw in input_pipeline.eval_dataset(data_dir, pipeline_spec(config, gb), split, max_examples=max_examples):
+    b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
+    local = {k: b[k][p * lb:(p + 1) * lb] for k in ("image", "frames")}
+    yield b, int(b["weight"].sum()), mesh_lib.global_batch(local, compiled.mesh)
+
+
 def evaluate(compiled, state, config, data_dir, split, charset, max_examples=None, keep_images=False,
              decoding=None):
   """Decodes a split; returns (metrics dict, Accumulator, images as uint8 [H, w] crops, one per
@@ -239,24 +252,15 @@ def evaluate(compiled, state, config, data_dir, split, charset, max_examples=Non
   search (with the LM it names); the metrics dict then also holds "greedy", the greedy reading of
   the same outputs (the top-1 class per frame), for comparison.
 
-  Every process reads the whole split and feeds its own rows of each global batch, so all
-  processes see the same batches (same widths) and compute the same metrics.
+  All processes compute the same metrics (`eval_batches`).
   """
-  n_proc, p = jax.process_count(), jax.process_index()
-  gb = config.eval.batch_size
-  spec = pipeline_spec(config, gb)
+  stride = width_stride(config.model.conv_pools)
   acc, acc_greedy = Accumulator(), Accumulator()
   images = []
-  ds = input_pipeline.eval_dataset(data_dir, spec, split, max_examples=max_examples)
-  lb = gb // n_proc
   if decoding is not None:
     decoding = dict(decoding)
     step_fn = compiled.topk_step(int(decoding.pop("topk")))
-  for raw in ds:
-    b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
-    local = {k: b[k][p * lb:(p + 1) * lb] for k in ("image", "frames")}
-    g = mesh_lib.global_batch(local, compiled.mesh)
-    n = int(b["weight"].sum())
+  for b, n, g in eval_batches(compiled, config, data_dir, split, max_examples):
     refs = [t.decode() for t in b["text"][:n]]
     fonts = [f.decode() for f in b["font"][:n]]
     if decoding is None:
@@ -268,7 +272,6 @@ def evaluate(compiled, state, config, data_dir, split, charset, max_examples=Non
       hyps = beam_batch(vals[:n], ids[:n], blank[:n], b["frames"][:n], charset, **decoding)
     acc.add(refs, hyps[:n], fonts)
     if keep_images:
-      stride = spec.stride
       for i in range(n):
         w = min(b["image"].shape[2], int(b["frames"][i]) * stride)
         images.append((b["image"][i, :, :w, 0] * 255).round().astype(np.uint8))
