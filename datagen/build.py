@@ -45,13 +45,22 @@ class RenderOptions:
   frames_per_pixel: float = 0.125
   examples_per_shard: int = 2048
   workers: int = 0  # 0 = os.cpu_count()
+  # {font name: weight} for the training variants (fonts not named weigh 1); empty = each
+  # line's variants cycle through its fonts.  Validation/test images always cycle.
+  font_weights: dict = dataclasses.field(default_factory=dict)
   write_images: bool = False
   knobs: render.RenderConfig = dataclasses.field(default_factory=render.RenderConfig)
 
 
-def plan_split(split, lines, fonts, coverage, font_ids, variants, seed):
+def plan_split(split, lines, fonts, coverage, font_ids, variants, seed, weights=None):
   """Jobs for one split + skip counts.  Variant v of a line uses the (offset + v)-th font that
-  covers the line, so a line's variants spread over fonts; `offset` is seeded per line."""
+  covers the line, so a line's variants spread over fonts; `offset` is seeded per line.
+
+  With `weights` ({font index: weight > 0}; indices not named weigh 1) a line's variants are
+  shared out in proportion to the weights of the fonts that cover it instead: systematic
+  sampling of the cumulative weights at `variants` evenly spaced points from a seeded start, so
+  each font gets its share of every line within one variant (10 variants at weights 1, 1, 1.6,
+  1.6 give 2 or 1, 2 or 1, 3 or 4, 3 or 4)."""
   jobs, font_skips, no_font = [], collections.Counter(), []
   code = SPLIT_CODES[split]
   for line in lines:
@@ -63,7 +72,18 @@ def plan_split(split, lines, fonts, coverage, font_ids, variants, seed):
     if not eligible:
       no_font.append(line)
       continue
-    offset = int(np.random.default_rng([seed, code, line.line_id, 0xF0]).integers(len(eligible)))
+    rng = np.random.default_rng([seed, code, line.line_id, 0xF0])
+    if weights:
+      w = np.array([float(weights.get(f, 1.0)) for f in eligible])
+      edges = np.cumsum(w) / w.sum()
+      points = (rng.random() + np.arange(variants)) / variants
+      picks = np.minimum(np.searchsorted(edges, points, side="right"), len(eligible) - 1)
+      # Which variant index gets which font is shuffled too (variant seeds the render).
+      picks = rng.permutation(picks)
+      for v in range(variants):
+        jobs.append(Job(split, line.line_id, line.source, line.text, v, eligible[int(picks[v])]))
+      continue
+    offset = int(rng.integers(len(eligible)))
     for v in range(variants):
       jobs.append(Job(split, line.line_id, line.source, line.text, v, eligible[(offset + v) % len(eligible)]))
   if split == "train" and jobs:
@@ -117,6 +137,19 @@ def versions():
   return out
 
 
+def check_font_weights(weights, fonts, holdout):
+  """Refuses a weight for an unknown or held-out font, or one that is not a positive number."""
+  names = {f.name for f in fonts}
+  for name, w in weights.items():
+    if name not in names:
+      raise DatagenError(f"--font-weights {name}={w}: no font is called {name!r} (fonts: {sorted(names)})")
+    if name in holdout:
+      raise DatagenError(f"--font-weights {name}={w}: {name} is a --holdout-fonts font, it renders no "
+                         "training images; leave it out of --font-weights")
+    if not (w > 0 and np.isfinite(w)):
+      raise DatagenError(f"--font-weights {name}={w}: a weight must be a positive number")
+
+
 def render_dataset(out_dir, splits, charset, fonts, holdout, opts: RenderOptions, extra_meta=None,
                    log=print):
   """Renders `splits` ({name: [Line]}) into shards in `out_dir` and writes meta.json.
@@ -145,6 +178,7 @@ def render_dataset(out_dir, splits, charset, fonts, holdout, opts: RenderOptions
   all_ids = list(range(len(fonts)))
   if not train_ids:
     raise DatagenError("every font is a --holdout-fonts font; keep at least one for training")
+  check_font_weights(opts.font_weights, fonts, holdout)
 
   records.remove_shards(out_dir)
   channels = 3 if opts.knobs.color else 1
@@ -160,7 +194,9 @@ def render_dataset(out_dir, splits, charset, fonts, holdout, opts: RenderOptions
       if split not in splits:
         continue
       ids, k = (train_ids, opts.variants) if split == "train" else (all_ids, opts.eval_variants)
-      jobs, font_skips, no_font = plan_split(split, splits[split], fonts, coverage, ids, k, opts.seed)
+      weights = ({i: opts.font_weights[f.name] for i, f in enumerate(fonts) if f.name in opts.font_weights}
+                 if split == "train" else None)
+      jobs, font_skips, no_font = plan_split(split, splits[split], fonts, coverage, ids, k, opts.seed, weights)
       skips["font_lacks_glyph"][split] = dict(sorted(font_skips.items()))
       skips["no_font_for_line"][split] = len(no_font)
       if no_font:
@@ -215,6 +251,7 @@ def render_dataset(out_dir, splits, charset, fonts, holdout, opts: RenderOptions
       "format": META_FORMAT,
       "seed": opts.seed,
       "variants": opts.variants,
+      **({"font_weights": dict(opts.font_weights)} if opts.font_weights else {}),
       "eval_variants": opts.eval_variants,
       "target_height": opts.target_height,
       "frames_per_pixel": opts.frames_per_pixel,

@@ -61,6 +61,10 @@ def _add_render(p):
                       f"check (default: {' '.join(fonts_lib.DEFAULT_HOLDOUT)} with the bundled fonts, "
                       "none with --fonts)")
   p.add_argument("--variants", type=int, default=10, help="images rendered per training line")
+  p.add_argument("--font-weights", nargs="+", default=None, metavar="NAME=W",
+                 help="share out each training line's variants in proportion to these font weights "
+                      "(fonts not named weigh 1), e.g. to give the fonts read worst more examples; "
+                      "default: the variants cycle through the fonts")
   p.add_argument("--eval-variants", type=int, default=5,
                  help="images per validation/test line, cycling through the fonts that cover it")
   p.add_argument("--target-height", type=int, default=32, help="model input height (shared with the model config)")
@@ -172,9 +176,26 @@ def _options(args):
   if args.variants < 1 or args.eval_variants < 1:
     raise DatagenError("--variants and --eval-variants must be at least 1")
   return build.RenderOptions(seed=getattr(args, "seed", 0), variants=args.variants,
+                             font_weights=_font_weights(args.font_weights),
                              eval_variants=args.eval_variants, target_height=args.target_height,
                              frames_per_pixel=args.frames_per_pixel, examples_per_shard=args.examples_per_shard,
                              workers=args.workers, write_images=args.write_images, knobs=knobs)
+
+
+def _font_weights(items):
+  weights = {}
+  for item in items or ():
+    name, sep, value = item.rpartition("=")
+    try:
+      w = float(value)
+    except ValueError:
+      w = None
+    if not sep or not name or w is None:
+      raise DatagenError(f"--font-weights {item!r}: expected NAME=WEIGHT, e.g. KaiTi=1.6 (NAME is a font file's stem)")
+    if name in weights:
+      raise DatagenError(f"--font-weights names {name} twice")
+    weights[name] = w
+  return weights
 
 
 def _fingerprint(args, corpus, specs, holdout, opts):
@@ -182,7 +203,8 @@ def _fingerprint(args, corpus, specs, holdout, opts):
           "holdout_fonts": list(holdout), "seed": opts.seed, "variants": opts.variants,
           "eval_variants": opts.eval_variants, "validation_fraction": args.validation_fraction,
           "test_fraction": args.test_fraction, "min_char_count": args.min_char_count,
-          **_balance_power_key(args), "target_height": opts.target_height, "frames_per_pixel": opts.frames_per_pixel,
+          **_balance_power_key(args), **({"font_weights": opts.font_weights} if opts.font_weights else {}),
+          "target_height": opts.target_height, "frames_per_pixel": opts.frames_per_pixel,
           "examples_per_shard": opts.examples_per_shard, "render": dataclasses.asdict(opts.knobs)}
 
 
@@ -250,6 +272,7 @@ def run(argv=None):
     corpus = corpus_lib.read_corpus(args.corpus, require_tab=not args.plain_corpus)
     specs, holdout = _fonts(args)
     opts = _options(args)
+    build.check_font_weights(opts.font_weights, specs, holdout)  # before anything is written
     fp = _fingerprint(args, corpus, specs, holdout, opts)
     if _guard(out, fp, args.overwrite):
       log(f"{out} already holds this dataset (same corpus, fonts, seed and knobs): nothing to do")

@@ -1,6 +1,9 @@
 """End-to-end: `datagen build` on a small corpus, read back through tfds."""
+import collections
 import io
 import json
+import re
+import types
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ from PIL import Image
 
 from datagen import build, cli, fonts as fonts_lib, records, render, split as split_lib
 from datagen.charset import Charset
+from datagen.errors import DatagenError
 
 from conftest import FAST, build as build_data, small_corpus_lines, write_corpus
 
@@ -191,3 +195,47 @@ def test_write_images_then_import_gives_the_same_dataset(tmp_path, small_corpus,
     b = sorted((e["text"], e["image"]) for e in _records(out, split))
     assert a == b  # same texts, same JPEG bytes (grayscale JPEGs are kept as they are)
   assert Charset.read(out) == Charset.read(src)
+
+
+def _plan(weights, variants=10, n_lines=400):
+  Line = collections.namedtuple("Line", "line_id source text")
+  fonts = [types.SimpleNamespace(name=n) for n in ("a", "b", "c", "d")]
+  lines = [Line(i, "corpus", "字") for i in range(n_lines)]
+  coverage = [{"字"}] * 4
+  jobs, _, _ = build.plan_split("train", lines, fonts, coverage, [0, 1, 2, 3], variants, 0, weights)
+  return jobs
+
+
+def test_font_weights_share_out_each_lines_variants():
+  base = _plan(None)
+  per_font = collections.Counter(j.font for j in base)
+  assert all(abs(n - 1000) < 60 for n in per_font.values()), per_font  # no weights: variants cycle
+  assert _plan({}) == base  # an empty weighting is the same plan (datasets built before it match)
+  jobs = _plan({2: 1.6, 3: 1.6})
+  assert len(jobs) == len(base) and sorted((j.line_id, j.variant) for j in jobs) == sorted(
+      (j.line_id, j.variant) for j in base)
+  share = collections.Counter(j.font for j in jobs)
+  # 10 variants in proportion 1 : 1 : 1.6 : 1.6 -> 1.92, 1.92, 3.08, 3.08 per line.
+  for f, expect in ((0, 1.923), (1, 1.923), (2, 3.077), (3, 3.077)):
+    assert abs(share[f] / 400 - expect) < 0.06, (f, share[f])
+  by_line = collections.defaultdict(collections.Counter)
+  for j in jobs:
+    by_line[j.line_id][j.font] += 1
+  for counts in by_line.values():  # every line gets its share within one variant
+    assert counts[0] in (1, 2, 3) and counts[2] in (2, 3, 4), counts
+  assert _plan({2: 1.6, 3: 1.6}) == jobs  # seeded
+
+
+def test_font_weights_on_the_command_line(tmp_path, small_corpus):
+  out = build_data(tmp_path / "w", small_corpus, "--font-weights", "gkai00mp-subset=3")
+  meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+  assert meta["font_weights"] == {"gkai00mp-subset": 3.0}
+  fonts = collections.Counter(e["font"].decode() for e in _records(out, "train"))
+  assert fonts["gkai00mp-subset"] > max(n for f, n in fonts.items() if f != "gkai00mp-subset")
+  for bad, says in ((["nosuchfont=2"], "no font is called 'nosuchfont'"),
+                    (["gkai00mp-subset=0"], "must be a positive number"),
+                    (["gkai00mp-subset"], "expected NAME=WEIGHT"),
+                    ([f"{fonts_lib.DEFAULT_HOLDOUT[0]}=2"], "holdout")):
+    with pytest.raises(DatagenError, match=re.escape(says)):
+      cli.run(["build", "--out", str(tmp_path / "bad"), "--corpus", str(small_corpus), *FAST,
+                "--font-weights", *bad])
