@@ -42,7 +42,11 @@ def main():
   ev = json.loads((wd / "eval_test.json").read_text(encoding="utf-8"))
   info = json.loads((wd / "run_info.json").read_text(encoding="utf-8"))
   train = [r for r in rows if "loss" in r]
-  minutes = train[-1]["wall_minutes"]
+  # train_minutes counts earlier processes of a resumed run too (wall_minutes: this process only).
+  minutes = train[-1].get("train_minutes", train[-1]["wall_minutes"])
+  tt_path = wd / "train_time.json"
+  budget_stop = json.loads(tt_path.read_text(encoding="utf-8")).get("stopped_by_time_budget_at") \
+      if tt_path.exists() else None
   speeds = sorted(r["images_per_sec"] for r in train[len(train) // 10:])
   # With an EMA of the weights, evaluation and inference go by it ("validation_ema/..."); the raw
   # weights' numbers are listed beside it.
@@ -58,7 +62,7 @@ def main():
   for step, acc, *_ in vals:
     if acc >= 0.95:
       before = [r for r in train if r["step"] <= step]
-      t95 = (step, before[-1]["wall_minutes"] if before else None)
+      t95 = (step, before[-1].get("train_minutes", before[-1]["wall_minutes"]) if before else None)
       break
   cs_path = wd / "compile_stats.json"
   cs = json.loads(cs_path.read_text(encoding="utf-8")) if cs_path.exists() else None
@@ -84,13 +88,17 @@ def main():
   g = ev.get("greedy")
   greedy_row = (f"| ... the same outputs decoded greedily (the model alone): seq acc / CER | {g['seq_acc']:.4f} / {g['cer']:.4f} |\n"
                 if g else "")
+  h = info.get("host", {})
+  host = (f", {h.get('cpu_count')} x {h.get('cpu_model', '?')} ({', '.join(h.get('simd', [])) or 'no SIMD flags read'})"
+          if h else "")
+  stop = f" (stopped by train.time_budget_minutes at step {budget_stop})" if budget_stop else ""
   section = f"""{BEGIN}
 Command: `{args.command}` (then `python bench/report_run.py --workdir {args.workdir} --write BENCHMARKS.md`).
-Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']['jax']}, git {info['git_revision'][:10]}{' (dirty)' if info['git_dirty'] else ''}.
+Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']['jax']}, git {info['git_revision'][:10]}{' (dirty)' if info['git_dirty'] else ''}{host}.
 
 | | |
 | --- | --- |
-| training wall time (incl. compiles and periodic evaluation) | **{minutes:.1f} min** for {train[-1]['step']} steps |
+| training wall time (incl. compiles and periodic evaluation) | **{minutes:.1f} min** for {train[-1]['step']} steps{stop} |
 | test sequence accuracy (checkpoint of step {ev['checkpoint_step']}, {ev.get('weights', 'raw')} weights, {ev['n']} images, {_decoding(ev)}) | **{ev['seq_acc']:.4f}** |
 {greedy_row}| test CER / 1 - NED | {ev['cer']:.4f} / {ev['one_minus_ned']:.4f} |
 | training throughput, median (min-max) over log windows | {speeds[len(speeds) // 2]:.0f} ({speeds[0]:.0f}-{speeds[-1]:.0f}) images/s |

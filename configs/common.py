@@ -43,6 +43,11 @@ def base_config():
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32           # global, over all devices and hosts
   c.train.num_steps = 10000
+  # > 0: also stop (checkpoint, final evaluation) once the run's training wall time -- compiles,
+  # periodic evaluation and earlier resumed processes included -- reaches this many minutes, so a
+  # slower machine ends on time at an earlier step.  A run that stops on the budget is reproducible
+  # only up to the step it stopped at (train_time.json in the workdir says which).
+  c.train.time_budget_minutes = 0.0
   c.train.log_every = 50
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000

@@ -88,3 +88,33 @@ def prune_data_states(workdir, keep_steps, process_index, process_count):
         os.remove(path)
       except FileNotFoundError:
         pass
+
+
+# ---- training wall time: seconds spent up to each saved step, for train.time_budget_minutes ----
+TRAIN_TIME_FILE = "train_time.json"
+
+
+def read_train_time(workdir):
+  import json
+  path = os.path.join(workdir, TRAIN_TIME_FILE)
+  if not os.path.exists(path):
+    return {"seconds_at_step": {}, "stopped_by_time_budget_at": None}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def train_seconds_at(workdir, step):
+  """Training seconds spent up to a saved `step` (0 for step 0 or a run saved before the file existed)."""
+  return float(read_train_time(workdir)["seconds_at_step"].get(str(int(step)), 0.0))
+
+
+def write_train_time(workdir, step, seconds, stopped_by_budget=False):
+  import json
+  info = read_train_time(workdir)
+  info["seconds_at_step"][str(int(step))] = round(float(seconds), 2)
+  if stopped_by_budget:
+    info["stopped_by_time_budget_at"] = int(step)
+  tmp = os.path.join(workdir, TRAIN_TIME_FILE + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(info, f, indent=1)
+  os.replace(tmp, os.path.join(workdir, TRAIN_TIME_FILE))

@@ -1,11 +1,12 @@
 """crnn-eval: metrics of a workdir's best checkpoint on a split, and an error gallery.
 
-    crnn-eval --workdir W [--data D] [--split test] [--checkpoint best|latest] [--gallery N]
+    crnn-eval --workdir W [--data D] [--split test] [--checkpoint best|latest|STEP] [--gallery N]
               [--decoder greedy|beam] [--lm-weight X] [--lm-order N] [--beam K]
 
 Prints the metrics as JSON (overall, by length, by font, and by how often the reference characters
 occur in the training text when DATA_DIR has datagen's splits/) and writes
-W/eval_<split>.json and W/errors_<split>.png (the worst N: image, truth, prediction);
+W/eval_<split>.json and W/errors_<split>.png (the worst N: image, truth, prediction; with
+`--checkpoint STEP`, W/eval_<split>_step<STEP>.json and W/errors_<split>_step<STEP>.png);
 `--predictions F.tsv` also writes every example (with beam search, its greedy reading too).  Decoding follows the run's config.decode
 unless the flags say otherwise; with beam search the JSON also holds "greedy", the greedy
 reading of the same model outputs (the model alone, without the LM).
@@ -101,7 +102,9 @@ def main(argv=None):
   counts = train_char_counts(data)
   if counts is not None:
     res["by_train_count"] = acc.by_train_count(counts)
-  with open(os.path.join(args.workdir, f"eval_{args.split}.json"), "w", encoding="utf-8") as f:
+  # A step asked for by number gets its own files beside the run's eval_<split>.json.
+  tag = f"{args.split}_step{step}" if args.checkpoint.isdigit() else args.split
+  with open(os.path.join(args.workdir, f"eval_{tag}.json"), "w", encoding="utf-8") as f:
     json.dump(res, f, ensure_ascii=False, indent=2)
   if args.predictions:
     with open(args.predictions, "w", encoding="utf-8") as f:
@@ -112,7 +115,7 @@ def main(argv=None):
     print(f"predictions ({len(acc.rows)} rows): {args.predictions}", file=sys.stderr)
   if args.gallery > 0 and acc.rows:
     worst = [i for i in acc.worst(args.gallery) if acc.rows[i][3] > 0]
-    path = os.path.join(args.workdir, f"errors_{args.split}.png")
+    path = os.path.join(args.workdir, f"errors_{tag}.png")
     gallery(path, [acc.rows[i] + (images[i],) for i in worst], _label_font())
     print(f"error gallery ({len(worst)} cases): {path}", file=sys.stderr)
   print(json.dumps(res, ensure_ascii=False, indent=2))

@@ -12,10 +12,18 @@ from crnn_jax.errors import UserError
 
 def add_checkpoint_flags(ap):
   """crnn-eval's and crnn-predict's --checkpoint and --weights."""
-  ap.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+  ap.add_argument("--checkpoint", default="best", type=_checkpoint_arg, metavar="best|latest|STEP",
+                  help="best: by validation accuracy; latest; or a step the run kept (train.keep_checkpoints)")
   ap.add_argument("--weights", default="ema", choices=("ema", "raw"),
                   help="ema: the moving average of the weights when the run kept one (train.ema_decay > 0), "
                        "else the weights; raw: the trained weights themselves")
+
+
+def _checkpoint_arg(value):
+  if value in ("best", "latest") or value.isdigit():
+    return value
+  import argparse
+  raise argparse.ArgumentTypeError(f"{value!r}: give best, latest or a step number")
 
 
 def add_decoder_flags(ap):
@@ -37,7 +45,7 @@ def decoder_overrides(args):
 
 
 def load(workdir, which="best", weights="ema"):
-  """-> (config, charset, compiled steps, state, step).  `which`: best | latest.  `weights`: "ema"
+  """-> (config, charset, compiled steps, state, step).  `which`: best | latest | a step number.  `weights`: "ema"
   gives the state with the EMA weights in place of the raw ones when the run kept an EMA
   (config.train.ema_decay > 0), "raw" the trained weights themselves."""
   from crnn_jax import train
@@ -50,8 +58,14 @@ def load(workdir, which="best", weights="ema"):
   model = train.make_model(config, charset.num_classes)
   compiled = train.Compiled(config, model, train.make_optimizer(config), mesh_lib.make_mesh())
   latest, best = checkpointing.managers(workdir, config)
-  manager = best if which == "best" and best.latest_step() is not None else latest
-  step = manager.best_step() if manager is best else manager.latest_step()
+  if str(which).isdigit():
+    manager, step = latest, int(which)
+    if step not in latest.all_steps():
+      raise UserError(f"{workdir} keeps no checkpoint of step {step}; it keeps steps "
+                      f"{sorted(latest.all_steps()) or 'none'} (train.keep_checkpoints sets how many)")
+  else:
+    manager = best if which == "best" and best.latest_step() is not None else latest
+    step = manager.best_step() if manager is best else manager.latest_step()
   if step is None:
     raise UserError(f"{workdir} holds no checkpoint yet")
   state = checkpointing.restore(manager, compiled.abstract_with_shardings(), step)

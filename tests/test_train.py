@@ -156,6 +156,36 @@ def test_resume_continues_step_count_and_loss_curve(overfit_data, tmp_path):
   assert after < 0.5 * initial and after < 2 * before  # the curve goes on, it does not restart
 
 
+def test_time_budget_stops_saves_evaluates_and_is_not_trained_past(overfit_data, tmp_path, capsys):
+  """train.time_budget_minutes: the run stops on time at an earlier step, with its checkpoint and
+  final evaluation; the same command again trains no further; a larger budget goes on."""
+  from crnn_jax import checkpointing
+  wd = tmp_path / "wd"
+  # 0.1 s of budget: spent by the first step (its compile alone takes seconds).
+  c = tiny_config(overfit_data, **{"train.num_steps": 40, "train.checkpoint_every": 40, "train.eval_every": 40,
+                                   "train.time_budget_minutes": 0.1 / 60})
+  final = train.train_and_evaluate(c, str(wd))
+  info = checkpointing.read_train_time(str(wd))
+  stop = info["stopped_by_time_budget_at"]
+  assert stop is not None and 1 <= stop < 40, info
+  assert float(info["seconds_at_step"][str(stop)]) >= 0.1
+  latest, _ = checkpointing.managers(str(wd), c)
+  assert latest.latest_step() == stop  # saved where it stopped, off the checkpoint interval
+  assert "train/seq_acc" in final and any(m.get("step") == stop and "train/seq_acc" in m for m in _metrics(wd))
+  assert "time budget reached" in capsys.readouterr().err
+  # Again: the budget is spent, nothing is trained.
+  assert train.train_and_evaluate(c, str(wd)) == {}
+  assert "nothing left to train" in capsys.readouterr().err
+  assert checkpointing.managers(str(wd), c)[0].latest_step() == stop
+  # A budget it cannot spend here: it resumes and finishes the 40 steps, the clock carried over.
+  c3 = tiny_config(overfit_data, **{"train.num_steps": 40, "train.checkpoint_every": 40, "train.eval_every": 40,
+                                    "train.time_budget_minutes": 60.0})
+  train.train_and_evaluate(c3, str(wd))
+  info = checkpointing.read_train_time(str(wd))
+  assert checkpointing.managers(str(wd), c3)[0].latest_step() == 40
+  assert info["seconds_at_step"]["40"] > info["seconds_at_step"][str(stop)]
+
+
 def test_workdir_with_another_charset_is_refused(overfit_data, tmp_path):
   wd = tmp_path / "wd"
   wd.mkdir()
@@ -245,6 +275,15 @@ def test_eval_cli_prints_metrics_and_writes_a_gallery(trained, overfit_data, cap
   assert {r.split("\t")[0] for r in rows[1:]} <= set(LINES)
   # the six training lines, 8 variants each: every reference character counted in its bin
   assert sum(b["chars"] for b in res["by_train_count"].values()) == sum(len(r.split("\t")[0]) for r in rows[1:])
+  # A kept step by number, into its own file; a step the run did not keep is named with those it did.
+  assert evaluate.main(["--workdir", str(wd), "--split", "train", "--gallery", "0", "--checkpoint", "200",
+                        "--max-examples", "16"]) == 0
+  at200 = json.loads(capsys.readouterr().out)
+  assert at200["checkpoint_step"] == 200 and at200["n"] == 16
+  assert json.loads((wd / "eval_train_step200.json").read_text(encoding="utf-8"))["checkpoint_step"] == 200
+  assert evaluate.main(["--workdir", str(wd), "--split", "train", "--checkpoint", "150"]) == 2
+  err = capsys.readouterr().err
+  assert "keeps no checkpoint of step 150" in err and "200" in err
 
 
 def test_beam_search_with_the_lm_in_eval_and_predict(trained, overfit_data, tmp_path, capsys):
