@@ -9,35 +9,17 @@ width/8 frames), median of 5 timed windows of --steps steps after 3 warm-up step
 runs in fp32).  Training steps and batched inference (eval mode, no gradients).  Prints one JSON
 line per (dtype, mode), like bench/gpu_step.py, so the two can be put side by side.
 """
-import argparse
 import json
 import pathlib
 import sys
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from bench.gpu_common import LABEL_LENGTH, PAPER, parser, row, timed_windows  # noqa: E402
 from bench.torch_crnn import TorchCRNN  # noqa: E402
-
-PAPER = dict(conv_features=(64, 128, 256, 256, 512, 512, 512),
-             conv_pools=((2, 2), (2, 2), (1, 1), (2, 1), (1, 1), (2, 1), (2, 2)), lstm_hidden=256, lstm_layers=2)
-
-
-def _timed(fn, steps, sync):
-  for _ in range(3):
-    fn()
-  sync()
-  times = []
-  for _ in range(5):
-    t = time.perf_counter()
-    for _ in range(steps):
-      out = fn()
-    sync()
-    times.append((time.perf_counter() - t) / steps)
-  return times, out
 
 
 def bench(dtype, mode, batch, width, steps, classes, device="cuda"):
@@ -48,13 +30,13 @@ def bench(dtype, mode, batch, width, steps, classes, device="cuda"):
   rng = np.random.default_rng(0)
   images = torch.as_tensor(rng.random((batch, 1, 32, width), np.float32), device=dev)
   frames = width // 8
-  labels = torch.as_tensor(rng.integers(1, classes, (batch, 10)), device=dev)
+  labels = torch.as_tensor(rng.integers(1, classes, (batch, LABEL_LENGTH)), device=dev)
   in_len = torch.full((batch,), frames, dtype=torch.long, device=dev)
-  lab_len = torch.full((batch,), 10, dtype=torch.long, device=dev)
+  lab_len = torch.full((batch,), LABEL_LENGTH, dtype=torch.long, device=dev)
   ctc = nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   amp = dtype == "bfloat16"
-  sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+  sync = (lambda _: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda _: None)
 
   def train_step():
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -72,24 +54,15 @@ def bench(dtype, mode, batch, width, steps, classes, device="cuda"):
 
   if mode == "train":
     model.train()
-    times, out = _timed(train_step, steps, sync)
+    times, out = timed_windows(train_step, steps, sync)
   else:
     model.eval()
-    times, out = _timed(infer_step, steps, sync)
-  med = float(np.median(times))
-  return {"side": "pytorch", "mode": mode, "dtype": dtype, "batch": batch, "width": width,
-          "images_per_s": batch / med, "images_per_s_min": batch / max(times),
-          "images_per_s_max": batch / min(times), "step_ms": med * 1e3,
-          "loss": out.item() if mode == "train" else None}
+    times, out = timed_windows(infer_step, steps, sync)
+  return row("pytorch", mode, dtype, batch, width, times, loss=out.item() if mode == "train" else None)
 
 
 def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--batch", type=int, default=128)
-  ap.add_argument("--width", type=int, default=256)
-  ap.add_argument("--steps", type=int, default=20)
-  ap.add_argument("--classes", type=int, default=3790)
-  ap.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
+  ap = parser(["train", "infer"])
   ap.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
   args = ap.parse_args()
   torch.backends.cudnn.benchmark = True

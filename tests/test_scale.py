@@ -265,6 +265,23 @@ def test_crnn_train_as_two_local_processes(overfit_data, tmp_path):
   assert len(list(wd.glob("events.out.tfevents*"))) == 1
   info = json.loads((wd / "run_info.json").read_text())
   assert info["process_count"] == 2 and info["mesh"] == {"data": 4}
+  # The time budget with several processes: they decide together at a log step (tiny: every 10)
+  # and all stop there.  The clock of the first 20 steps is zeroed so that 0.1 s of budget is
+  # spent by step 21 and the stop falls at step 30 whatever this machine's speed.
+  tt = json.loads((wd / "train_time.json").read_text())
+  tt["seconds_at_step"]["20"] = 0.0
+  (wd / "train_time.json").write_text(json.dumps(tt))
+  out = subprocess.run([str(ROOT / "launch" / "multiprocess.sh"), "2", "--devices", "2", "--logs", str(logs), "--",
+                        "--config", "configs/tiny.py", "--workdir", str(wd), f"--config.data_dir={overfit_data}",
+                        "--config.eval.split=train", "--config.train.num_steps=60",
+                        "--config.train.checkpoint_every=100", "--config.train.eval_every=100",
+                        f"--config.train.time_budget_minutes={0.1 / 60}"],
+                       env=_env(PYTHON=sys.executable), capture_output=True, text=True, timeout=400, cwd=ROOT)
+  assert out.returncode == 0, why(out.stderr) + (logs / "process_1.log").read_text()[-2000:]
+  assert json.loads((wd / "train_time.json").read_text())["stopped_by_time_budget_at"] == 30
+  assert (wd / "checkpoints" / "30").is_dir() and not (wd / "checkpoints" / "40").exists()
+  for p in (0, 1):
+    assert list((wd / "data_state" / "2p" / f"process_{p}").glob("step_30.index")), p
 
 
 def test_a_coordinator_that_never_answers_is_one_line(overfit_data, tmp_path):
