@@ -7,13 +7,21 @@ import orbax.checkpoint as ocp
 
 
 def managers(workdir, config):
+  # Both managers save the same step at the end of a run (and at every step that is both an eval
+  # and a checkpoint step).  With several processes each async save ends in a cross-process
+  # barrier named after the step; without a prefix per manager the two barriers share that name
+  # and the second fails ("Barrier _async_write_complete.20 is already ongoing") when the first
+  # is still open, as happens on a loaded machine.
+  def mp(prefix):
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
   latest = ocp.CheckpointManager(
       f"{workdir}/checkpoints",
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True))
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True,
+                                           multiprocessing_options=mp("latest")))
   best = ocp.CheckpointManager(
       f"{workdir}/best",
       options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_fn=lambda m: m["seq_acc"],
-                                           best_mode="max"))
+                                           best_mode="max", multiprocessing_options=mp("best")))
   return latest, best
 
 
