@@ -80,7 +80,10 @@ class SplitWriter:
     shard = position * self.total // max(1, self.planned)
     while self._shard < shard:
       self._open(self._shard + 1)
-    data = self.features.serialize_example(example)
+    # Re-serialized with map keys sorted: protobuf writes a tf.train.Example's feature map in a
+    # per-process hash order otherwise, so the same examples gave other shard bytes in every run.
+    data = self._tf.train.Example.FromString(self.features.serialize_example(example)).SerializeToString(
+        deterministic=True)
     self._writer.write(data)
     self.shard_lengths[shard] += 1
     self.num_bytes += len(data)
