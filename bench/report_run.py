@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from bench.markdown import replace_section  # noqa: E402
-from crnn_jax.report_plot import plot_learning_curve, read_metrics  # noqa: E402
+from crnn_jax.report_plot import plot_learning_curve, plot_test_by_step, read_metrics  # noqa: E402
 
 BEGIN, END = "<!-- report_run:begin -->", "<!-- report_run:end -->"
 TARGET_ACC, TARGET_MIN = 0.97, 60.0
@@ -34,6 +34,9 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--plot", default="docs/learning_curve.png")
+  ap.add_argument("--test-plot", default="docs/test_by_step.png",
+                  help="test accuracy by checkpoint, when the workdir holds eval_test_step<N>.json files "
+                       "(crnn-eval --checkpoint N)")
   ap.add_argument("--command", default="make main")
   ap.add_argument("--write", default=None)
   args = ap.parse_args()
@@ -55,6 +58,9 @@ def main():
   vals = [(r["step"], r[f"{key}/seq_acc"], r[f"{key}/cer"], r.get("validation/seq_acc"), r.get("validation/cer"))
           for r in rows if f"{key}/seq_acc" in r]
   plot_learning_curve(wd, args.plot, title=f"{wd.name}: training loss and validation accuracy")
+  n_test = plot_test_by_step(wd, args.test_plot, TARGET_ACC, TARGET_MIN)
+  test_plot = (f"\n\nTest accuracy of the {n_test} checkpoints evaluated on test (`crnn-eval --checkpoint N`, "
+               f"and the final eval) by training minutes:\n\n![test accuracy by checkpoint]({args.test_plot})") if n_test else ""
   met = ev["seq_acc"] >= TARGET_ACC and minutes <= TARGET_MIN
   # Time to 95%: the first periodic evaluation at >= 95% (validation: unseen lines made like the
   # test's; test is read once, at the end).  wall_minutes of the nearest training log before it.
@@ -104,7 +110,7 @@ Run: {info['process_count']} process, mesh {info['mesh']}, jax {info['versions']
 | training throughput, median (min-max) over log windows | {speeds[len(speeds) // 2]:.0f} ({speeds[0]:.0f}-{speeds[-1]:.0f}) images/s |
 {t95_row}{cs_rows}| target: >= {TARGET_ACC:.0%} within {TARGET_MIN:.0f} min | **{'met' if met else 'NOT met'}** |
 
-![learning curve]({args.plot})
+![learning curve]({args.plot}){test_plot}
 
 By font (the held-out font never appears in training):
 

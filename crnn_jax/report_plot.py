@@ -40,3 +40,51 @@ def plot_learning_curve(workdir, out_png, title=None):
   fig.savefig(out_png, dpi=110)
   plt.close(fig)
   return out_png
+
+
+def plot_test_by_step(workdir, out_png, target=0.97, hour=60.0, title=None):
+  """Test accuracy of every checkpoint evaluated with `crnn-eval --checkpoint STEP` (the
+  eval_test_step<N>.json files) against training minutes (train_time.json), decoded as configured
+  and greedily; the training issue's target drawn in.  Returns the number of points (0: no plot)."""
+  import glob
+  import json
+  import os
+  times = {}
+  tt = os.path.join(workdir, "train_time.json")
+  if os.path.exists(tt):
+    with open(tt, encoding="utf-8") as f:
+      times = {int(k): v / 60 for k, v in json.load(f)["seconds_at_step"].items()}
+  points, seen = [], set()
+  paths = glob.glob(os.path.join(workdir, "eval_test_step*.json")) + [os.path.join(workdir, "eval_test.json")]
+  for path in paths:  # eval_test.json (crnn-eval's default file) adds its own checkpoint's step
+    if not os.path.exists(path):
+      continue
+    with open(path, encoding="utf-8") as f:
+      r = json.load(f)
+    step = int(r.get("checkpoint_step", -1))
+    if step in times and step not in seen:
+      seen.add(step)
+      points.append((times[step], r["seq_acc"], (r.get("greedy") or {}).get("seq_acc"), step))
+  if len(points) < 2:
+    return 0
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  points.sort()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label="test, decoding as configured")
+  if all(p[2] is not None for p in points):
+    ax.plot([p[0] for p in points], [p[2] for p in points], "s--", label="test, greedy (the model alone)")
+  ax.axhline(target, color="grey", lw=0.8, ls=":")
+  ax.axvline(hour, color="grey", lw=0.8, ls=":")
+  ax.text(hour, target, f" {target:.0%} in {hour:.0f} min", va="bottom", ha="right", fontsize=8, color="grey")
+  ax.set_xlabel("training minutes (train_time.json)")
+  ax.set_ylabel("test sequence accuracy")
+  ax.set_xlim(0, max(hour, points[-1][0]) * 1.02)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right")
+  ax.set_title(title or f"{os.path.basename(os.path.normpath(workdir))}: test accuracy by checkpoint")
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
+  return len(points)

@@ -61,3 +61,21 @@ def test_misreads_by_training_count_of_the_character():
                  "100-299": {"chars": 1, "misread": 0, "rate": 0.0},
                  "300+": {"chars": 1, "misread": 0, "rate": 0.0}}
   assert misread_chars("赢家天", "羸家") == "赢天" and misread_chars("天地", "天天地") == ""  # an insertion misreads nothing
+
+
+def test_test_accuracy_by_checkpoint_plot(tmp_path):
+  """bench/report_run.py's second picture: every eval_test_step<N>.json (and eval_test.json's own
+  step) placed at its training minutes from train_time.json; steps without a time are left out."""
+  import json
+  from crnn_jax.report_plot import plot_test_by_step
+  (tmp_path / "train_time.json").write_text(json.dumps(
+      {"seconds_at_step": {"1000": 60.0, "2000": 130.0, "3000": 200.0}, "stopped_by_time_budget_at": None}))
+  for step, acc in ((1000, 0.5), (2000, 0.8), (5000, 0.9)):
+    (tmp_path / f"eval_test_step{step}.json").write_text(json.dumps(
+        {"checkpoint_step": step, "seq_acc": acc, "greedy": {"seq_acc": acc - 0.1}}))
+  out = tmp_path / "t.png"
+  assert plot_test_by_step(str(tmp_path), str(out)) == 2  # step 5000 has no time
+  (tmp_path / "eval_test.json").write_text(json.dumps({"checkpoint_step": 3000, "seq_acc": 0.95}))
+  assert plot_test_by_step(str(tmp_path), str(out)) == 3 and out.stat().st_size > 1000
+  assert plot_test_by_step(str(tmp_path / "nothing"), str(tmp_path / "u.png")) == 0
+  assert not (tmp_path / "u.png").exists()
