@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from bench.markdown import replace_section  # noqa: E402
+from crnn_jax.checkpointing import read_train_time  # noqa: E402
 from crnn_jax.report_plot import plot_learning_curve, plot_test_by_step, read_metrics  # noqa: E402
 
 BEGIN, END = "<!-- report_run:begin -->", "<!-- report_run:end -->"
@@ -47,9 +48,7 @@ def main():
   train = [r for r in rows if "loss" in r]
   # train_minutes counts earlier processes of a resumed run too (wall_minutes: this process only).
   minutes = train[-1].get("train_minutes", train[-1]["wall_minutes"])
-  tt_path = wd / "train_time.json"
-  budget_stop = json.loads(tt_path.read_text(encoding="utf-8")).get("stopped_by_time_budget_at") \
-      if tt_path.exists() else None
+  budget_stop = read_train_time(str(wd)).get("stopped_by_time_budget_at")
   speeds = sorted(r["images_per_sec"] for r in train[len(train) // 10:])
   # With an EMA of the weights, evaluation and inference go by it ("validation_ema/..."); the raw
   # weights' numbers are listed beside it.

@@ -49,11 +49,8 @@ def plot_test_by_step(workdir, out_png, target=0.97, hour=60.0, title=None):
   import glob
   import json
   import os
-  times = {}
-  tt = os.path.join(workdir, "train_time.json")
-  if os.path.exists(tt):
-    with open(tt, encoding="utf-8") as f:
-      times = {int(k): v / 60 for k, v in json.load(f)["seconds_at_step"].items()}
+  from crnn_jax.checkpointing import read_train_time
+  times = {int(k): v / 60 for k, v in read_train_time(workdir)["seconds_at_step"].items()}
   points, seen = [], set()
   paths = glob.glob(os.path.join(workdir, "eval_test_step*.json")) + [os.path.join(workdir, "eval_test.json")]
   for path in paths:  # eval_test.json (crnn-eval's default file) adds its own checkpoint's step

@@ -75,17 +75,13 @@ def plan_split(split, lines, fonts, coverage, font_ids, variants, seed, weights=
     rng = np.random.default_rng([seed, code, line.line_id, 0xF0])
     if weights:
       w = np.array([float(weights.get(f, 1.0)) for f in eligible])
-      edges = np.cumsum(w) / w.sum()
       points = (rng.random() + np.arange(variants)) / variants
-      picks = np.minimum(np.searchsorted(edges, points, side="right"), len(eligible) - 1)
-      # Which variant index gets which font is shuffled too (variant seeds the render).
-      picks = rng.permutation(picks)
-      for v in range(variants):
-        jobs.append(Job(split, line.line_id, line.source, line.text, v, eligible[int(picks[v])]))
-      continue
-    offset = int(rng.integers(len(eligible)))
+      picks = np.minimum(np.searchsorted(np.cumsum(w) / w.sum(), points, side="right"), len(eligible) - 1)
+      picks = rng.permutation(picks)  # which variant (it seeds the render) gets which font
+    else:
+      picks = (int(rng.integers(len(eligible))) + np.arange(variants)) % len(eligible)
     for v in range(variants):
-      jobs.append(Job(split, line.line_id, line.source, line.text, v, eligible[(offset + v) % len(eligible)]))
+      jobs.append(Job(split, line.line_id, line.source, line.text, v, eligible[int(picks[v])]))
   if split == "train" and jobs:
     # Shuffle once, seeded, so each shard mixes lines, fonts and variants.
     perm = np.random.default_rng([seed, 0x5EED]).permutation(len(jobs))
