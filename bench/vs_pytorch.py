@@ -140,8 +140,8 @@ def worker(side, config_path, args):
     batch = mesh_lib.global_batch({"image": images, "frames": np.full((bs,), frames, np.int32), "label": labels,
                                    "label_len": np.full((bs,), 6, np.int32), "feasible": np.ones((bs,), bool),
                                    "weight": np.ones((bs,), np.float32)}, mesh)
-    single = jax.jit(lambda s, x, f: jax.numpy.argmax(model.apply(
-        {"params": s.params, "batch_stats": s.batch_stats}, x, f, train=False), -1))
+    single = jax.jit(lambda s, x, f: train.class_argmax(model.apply(
+        {"params": s.params, "batch_stats": s.batch_stats}, x, f, train=False)))
     dev0 = jax.devices()[0]
     x1, f1 = jax.device_put(images[:1], dev0), jax.device_put(np.full((1,), frames, np.int32), dev0)
 

@@ -28,6 +28,8 @@ def base_config():
   c.model.shortcut = False          # linear conv -> classifier path beside the LSTMs
   c.model.conv_impl = "xla"         # "xla" | "im2col" | "im2col_first" (model.py, BENCHMARKS.md)
   c.model.pool_impl = "reshape"     # "reshape" | "reduce_window" (nn.max_pool; slower gradient on CPU)
+  c.model.lstm_impl = "custom_vjp"  # "custom_vjp" | "autodiff": the BiLSTM's backward pass (model.py)
+  c.model.bn_groups = 1             # batch-norm statistics over train.batch_size / bn_groups examples
   c.model.dtype = "float32"
 
   c.optimizer = ml_collections.ConfigDict()

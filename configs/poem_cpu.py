@@ -25,6 +25,9 @@ def get_config():
   # The linear conv -> classifier path beside the LSTMs leaves CTC's plateau several times
   # sooner: loss 14.6 vs 39.8 at step 800 (BENCHMARKS.md, "Time to accuracy").
   c.model.shortcut = True
+  # Batch-norm statistics over each half of the batch (16 images): on 2 devices each half is one
+  # device's rows, so the forward and backward passes need no per-layer all-reduce.
+  c.model.bn_groups = 2
   c.train.batch_size = 32
   c.train.num_steps = 16000
   # The training issue's hour, whatever the machine: stop (checkpoint + final evaluation) after

@@ -4,11 +4,86 @@ Shapes: images [B, H, W, 1] float32 in [0, 1] -> logits [B, T, num_classes] floa
 T = W / (product of the width pools).  Class 0 is the CTC blank.  Widths, depths and pools come
 from the config (`config.model`), so one module serves the paper-size, CPU-size and tiny models.
 """
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+def _cell(g, c):
+  """LSTM cell from pre-activations g [..., 4H] (gate order i, f, g, o; forget bias +1)."""
+  i, f, gg, o = jnp.split(g, 4, axis=-1)
+  i, f, gg, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f + 1.0), jnp.tanh(gg), jax.nn.sigmoid(o)
+  c_new = f * c + i * gg
+  return (i, f, gg, o), c_new, o * jnp.tanh(c_new)
+
+
+def _recurrence_scan(gates_in, w_hh):
+  """The recurrence: gates_in [T, 2, B, 4H] (input projections of both directions' frames),
+  w_hh [2, H, 4H] -> h, c [T, 2, B, H] and the gate activations [T, 2, B, 4H].
+
+  No mask: each sequence's valid frames are a prefix (the backward direction is reversed within
+  its length), so frames past the length never reach a valid one; the caller zeroes their outputs,
+  which also makes their gradients exactly zero."""
+  zeros = jnp.zeros_like(gates_in[0, ..., :gates_in.shape[-1] // 4])  # (zeros_like: shard_map-varying)
+
+  def step(carry, g_in):
+    c, h = carry
+    acts, c, h = _cell(g_in + jnp.einsum("dbh,dhk->dbk", h, w_hh), c)
+    return (c, h), (h, c, jnp.concatenate(acts, axis=-1))
+
+  return jax.lax.scan(step, (zeros, zeros), gates_in)[1]
+
+
+def lstm_recurrence_reference(gates_in, w_hh):
+  """`lstm_recurrence` with JAX's own gradient (tests compare the two)."""
+  return _recurrence_scan(gates_in, w_hh)[0]
+
+
+@jax.custom_vjp
+def lstm_recurrence(gates_in, w_hh):
+  """Hidden states [T, 2, B, H] of both directions' LSTMs; see `_recurrence_scan`.
+
+  Same values and gradients as `lstm_recurrence_reference`, with a hand-written backward pass:
+  the reverse scan carries only (dh, dc) and emits each frame's gate gradients; the recurrent
+  kernel's gradient is then one matmul over all frames.  JAX's own transpose accumulates that
+  gradient inside the loop, and with the batch split over devices XLA all-reduces the partial
+  sums in every iteration (48 all-reduces per step on the default config; BENCHMARKS.md).
+  """
+  return _recurrence_scan(gates_in, w_hh)[0]
+
+
+def _recurrence_fwd(gates_in, w_hh):
+  hs, cs, acts = _recurrence_scan(gates_in, w_hh)
+  return hs, (hs, cs, acts, w_hh)
+
+
+def _recurrence_bwd(res, dhs):
+  hs, cs, acts, w_hh = res
+  c_prev = jnp.concatenate([jnp.zeros_like(cs[:1]), cs[:-1]], axis=0)
+  w_t = jnp.swapaxes(w_hh, 1, 2)             # [2, 4H, H]
+
+  def step(carry, inp):
+    dh, dc = carry
+    dh_out, acts_t, c_t, c_prev_t = inp
+    dh = dh + dh_out
+    i, f, gg, o = jnp.split(acts_t, 4, axis=-1)
+    tc = jnp.tanh(c_t)
+    dc = dc + dh * o * (1 - tc * tc)
+    d_pre = jnp.concatenate([dc * gg * i * (1 - i), dc * c_prev_t * f * (1 - f), dc * i * (1 - gg * gg),
+                             dh * tc * o * (1 - o)], axis=-1)
+    return (jnp.einsum("dbk,dkh->dbh", d_pre, w_t), dc * f), d_pre
+
+  zeros = jnp.zeros_like(hs[0])
+  _, d_pre = jax.lax.scan(step, (zeros, zeros), (dhs, acts, cs, c_prev), reverse=True)
+  h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
+  dw_hh = jnp.einsum("tdbh,tdbk->dhk", h_prev, d_pre)
+  return d_pre, dw_hh.astype(w_hh.dtype)
+
+
+lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 class BiLSTM(nn.Module):
@@ -20,6 +95,8 @@ class BiLSTM(nn.Module):
   reach the real ones.
   """
   hidden: int
+  # "custom_vjp": `lstm_recurrence` (hand-written backward pass); "autodiff": JAX's own.
+  impl: str = "custom_vjp"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -29,28 +106,16 @@ class BiLSTM(nn.Module):
     # Reverse each sequence inside its own length: index (len - 1 - i) for i < len, else i.
     idx = jnp.arange(t)[None, :]
     rev_idx = jnp.where(idx < lengths[:, None], lengths[:, None] - 1 - idx, idx)
-    x_rev = jnp.take_along_axis(x, rev_idx[..., None], axis=1)
-    proj = nn.DenseGeneral((2, 4 * h), name="input_proj", dtype=self.dtype)
-    gates_in = jnp.stack([proj(x)[:, :, 0], proj(x_rev)[:, :, 1]], axis=0)  # [2, B, T, 4H]
+    # Both directions' input projections in one matmul; the backward direction's frames are then
+    # reversed (projecting frame by frame commutes with reordering the frames).
+    gates = nn.DenseGeneral((2, 4 * h), name="input_proj", dtype=self.dtype)(x)  # [B, T, 2, 4H]
+    gates_in = jnp.stack([gates[:, :, 0], jnp.take_along_axis(gates[:, :, 1], rev_idx[..., None], axis=1)],
+                         axis=0)  # [2, B, T, 4H]
     w_hh = self.param("recurrent_kernel", nn.initializers.orthogonal(), (2, h, 4 * h), jnp.float32)
     w_hh = w_hh.astype(self.dtype)
     mask = (idx < lengths[:, None]).astype(self.dtype)  # [B, T]
-
-    def step(carry, inp):
-      c, hs = carry
-      g_in, m = inp                          # [2, B, 4H], [B]
-      g = g_in + jnp.einsum("dbh,dhk->dbk", hs, w_hh)
-      i, f, gg, o = jnp.split(g, 4, axis=-1)
-      c_new = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(gg)
-      h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
-      m = m[None, :, None]
-      c = m * c_new + (1 - m) * c            # padding frames leave the state alone
-      hs = m * h_new + (1 - m) * hs
-      return (c, hs), hs
-
-    zeros = jnp.zeros((2, b, h), self.dtype)
-    _, out = jax.lax.scan(step, (zeros, zeros),
-                          (jnp.moveaxis(gates_in, 2, 0), jnp.moveaxis(mask, 1, 0)))
+    recurrence = lstm_recurrence if self.impl == "custom_vjp" else lstm_recurrence_reference
+    out = recurrence(jnp.moveaxis(gates_in, 2, 0), w_hh)
     out = jnp.moveaxis(out, 0, 2)            # [2, B, T, H]
     fwd, bwd = out[0], jnp.take_along_axis(out[1], rev_idx[..., None], axis=1)
     return jnp.concatenate([fwd, bwd], axis=-1) * mask[..., None]
@@ -77,14 +142,95 @@ class Conv3x3(nn.Module):
     return y.reshape(b, h, w, self.features)
 
 
-def max_pool(x, pool):
-  """Non-overlapping max pool as reshape + max: the same values as `nn.max_pool`, but its
-  gradient is a cheap broadcast-compare instead of XLA's select-and-scatter (~6x faster on CPU).
-  Widths/heights that do not divide are cropped, as VALID pooling does."""
+def _pool_windows(x, pool):
   ph, pw = pool
   b, h, w, c = x.shape
   x = x[:, :h - h % ph, :w - w % pw]
-  return jnp.max(x.reshape(b, h // ph, ph, w // pw, pw, c), axis=(2, 4))
+  return x.reshape(b, h // ph, ph, w // pw, pw, c)
+
+
+def _pool_argmax(x, pool):
+  """Each window's maximum and the position (row-major) of its first maximum."""
+  ph, pw = pool
+  xw = _pool_windows(x, pool)                # [B, H', ph, W', pw, C]
+  best, idx = xw[:, :, 0, :, 0, :], jnp.zeros(xw[:, :, 0, :, 0, :].shape, jnp.int8)
+  for k in range(1, ph * pw):
+    v = xw[:, :, k // pw, :, k % pw, :]
+    better = v > best
+    best, idx = jnp.where(better, v, best), jnp.where(better, jnp.int8(k), idx)
+  return best, idx
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool(x, pool):
+  """Non-overlapping max pool as reshape + max: the same values as `nn.max_pool` (widths/heights
+  that do not divide are cropped, as VALID pooling does) and the same gradient: each window's
+  gradient goes to its first maximum in row-major order, as XLA's select-and-scatter does.
+
+  The forward pass keeps that position (int8), so the backward pass is a few fused selects and
+  compares no float values (a recomputed activation may differ from the saved one in the last
+  bit, and equal values -- uniform image areas -- are common).  Select-and-scatter
+  (`nn.max_pool`) is ~6x slower on CPU; JAX's gradient of `max` spends three more passes."""
+  return jnp.max(_pool_windows(x, pool), axis=(2, 4))
+
+
+def _max_pool_fwd(x, pool):
+  # The values from the plain reduction (XLA fuses it into the convolution before it); the
+  # positions from their own pass, so exactly one element of each window gets the gradient.
+  return max_pool(x, pool), (_pool_argmax(x, pool)[1], x.shape)
+
+
+def _max_pool_bwd(pool, res, g):
+  idx, (b, h, w, c) = res
+  ph, pw = pool
+  zero = jnp.zeros((), g.dtype)
+  parts = [jnp.stack([jnp.where(idx == i * pw + j, g, zero) for j in range(pw)], axis=3) for i in range(ph)]
+  gx = jnp.stack(parts, axis=2)              # [B, H', ph, W', pw, C]
+  gx = gx.reshape(b, gx.shape[1] * ph, gx.shape[3] * pw, c)
+  return (jnp.pad(gx, ((0, 0), (0, h - gx.shape[1]), (0, w - gx.shape[2]), (0, 0))),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+class GroupBatchNorm(nn.Module):
+  """Batch norm whose training statistics come from `groups` equal slices of the batch ("ghost
+  batch norm"); groups=1 is `nn.BatchNorm` (same variables, values and running averages).
+
+  With the batch split over devices and groups = a multiple of the device count, each group lies
+  on one device: the statistics need no cross-device all-reduce, the forward and backward passes
+  no sync point per layer.  The running averages take the mean of the groups' statistics.  The
+  grouping is the config's, not the machine's: the same config computes the same thing on any
+  number of devices that divides it.
+  """
+  groups: int = 1
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, use_running_average: bool):
+    c = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+      y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+      return y.astype(self.dtype)
+    g = self.groups
+    if x.shape[0] % g:
+      raise ValueError(f"batch norm groups={g} do not divide the batch of {x.shape[0]}")
+    xg = x.reshape((g, x.shape[0] // g) + x.shape[1:]).astype(jnp.float32)
+    axes = tuple(range(1, xg.ndim - 1))
+    mean = xg.mean(axes, keepdims=True)  # flax's fast variance: E[x^2] - E[x]^2, clipped at 0
+    var = jnp.maximum(0.0, jnp.square(xg).mean(axes, keepdims=True) - jnp.square(mean))
+    if not self.is_initializing():
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean.reshape(g, c).mean(0)
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var.reshape(g, c).mean(0)
+    y = (xg - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+    return y.reshape(x.shape).astype(self.dtype)
 
 
 # Batch norm's running averages: running = BN_MOMENTUM * running + (1 - BN_MOMENTUM) * batch.
@@ -97,6 +243,8 @@ class CRNN(nn.Module):
   conv_pools: Sequence[Sequence[int]] = ((2, 2), (2, 2), (1, 1), (2, 1), (1, 1), (2, 1))
   lstm_hidden: int = 256
   lstm_layers: int = 2
+  lstm_impl: str = "custom_vjp"   # "custom_vjp" | "autodiff" (BiLSTM)
+  bn_groups: int = 1              # GroupBatchNorm: statistics over batch / bn_groups examples
   dropout: float = 0.0
   shortcut: bool = False
   # "xla": lax.conv; "im2col": every conv as patches x matrix (faster on 1 CPU device with
@@ -117,18 +265,23 @@ class CRNN(nn.Module):
         x = nn.Conv(feat, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
       # Batch statistics in training, running averages in evaluation (the original's
       # multi-GPU graph never switched BN to training mode).
-      x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")(x)
-      x = nn.relu(x)
-      if tuple(pool) != (1, 1):
-        if self.pool_impl == "reshape":
-          x = max_pool(x, tuple(pool))
-        else:
-          x = nn.max_pool(x, tuple(pool), strides=tuple(pool))
+      if self.bn_groups == 0:
+        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")(x)
+      else:
+       x = GroupBatchNorm(self.bn_groups, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")(
+          x, use_running_average=not train)
+      if tuple(pool) == (1, 1):
+        x = nn.relu(x)
+      elif self.pool_impl == "reshape":
+        # relu(max(x)) == max(relu(x)): the relu then runs on the pooled (2-4x smaller) map.
+        x = nn.relu(max_pool(x, tuple(pool)))
+      else:
+        x = nn.max_pool(nn.relu(x), tuple(pool), strides=tuple(pool))
     b, h, w, c = x.shape
     x = jnp.transpose(x, (0, 2, 1, 3)).reshape(b, w, h * c)  # one frame per column
     feats = x
     for i in range(self.lstm_layers):
-      x = BiLSTM(self.lstm_hidden, dtype=self.dtype, name=f"lstm{i}")(x, lengths)
+      x = BiLSTM(self.lstm_hidden, impl=self.lstm_impl, dtype=self.dtype, name=f"lstm{i}")(x, lengths)
     if self.shortcut and self.lstm_layers:
       # A linear path from the conv features to the classifier, beside the LSTMs: early in
       # training the conv stack gets gradients that do not pass through saturating gates.

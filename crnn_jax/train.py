@@ -5,7 +5,7 @@ the loop (logging, checkpoints, resume).
 
 Compile contract (big_vision style): `eval_shape(init)` gives the state's structure, the state
 is replicated and batches are split along the mesh's `data` axis; `train_step` is jitted with
-explicit in/out shardings and donates the state.  One compile per width bucket.
+explicit in/out shardings and donates the state on accelerators.  One compile per width bucket.
 """
 import functools
 import json
@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from crnn_jax import checkpointing, compile_stats, input_pipeline, mesh as mesh_lib
 from crnn_jax.charset import Charset
@@ -72,12 +73,18 @@ def make_model(config, num_classes: int) -> CRNN:
   if height_stride(m.conv_pools) != config.input.height:
     raise UserError(f"model.conv_pools reduce height {config.input.height} by {height_stride(m.conv_pools)}; "
                     "the height pools must multiply to input.height (one row per frame)")
-  for key, allowed in (("conv_impl", ("xla", "im2col", "im2col_first")), ("pool_impl", ("reshape", "reduce_window"))):
+  groups = m.get("bn_groups", 1)
+  if not isinstance(groups, int) or groups < 1 or config.train.batch_size % groups:
+    raise UserError(f"model.bn_groups={groups!r}: batch norm groups must be a whole number >= 1 that divides "
+                    f"train.batch_size={config.train.batch_size}")
+  for key, allowed in (("conv_impl", ("xla", "im2col", "im2col_first")), ("pool_impl", ("reshape", "reduce_window")),
+                      ("lstm_impl", ("custom_vjp", "autodiff"))):
     if m.get(key, allowed[0]) not in allowed:
       raise UserError(f"model.{key}={m.get(key)!r}: choose one of {', '.join(allowed)}")
   return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
               conv_pools=tuple(tuple(p) for p in m.conv_pools), lstm_hidden=m.lstm_hidden,
-              lstm_layers=m.lstm_layers, dropout=m.dropout, shortcut=m.get("shortcut", False),
+              lstm_layers=m.lstm_layers, lstm_impl=m.get("lstm_impl", "custom_vjp"),
+              bn_groups=m.get("bn_groups", 1), dropout=m.dropout, shortcut=m.get("shortcut", False),
               conv_impl=m.get("conv_impl", "xla"), pool_impl=m.get("pool_impl", "reshape"),
               dtype=jnp.dtype(m.dtype))
 
@@ -138,18 +145,38 @@ def ctc_loss(logits, batch):
   return jnp.maximum(per, 0.0)  # float32 round-off can make a perfect fit slightly negative
 
 
-def train_step(state, batch, *, model, tx, lr_fn, ema_decay=0.0):
+def train_step(state, batch, *, model, tx, lr_fn, ema_decay=0.0, mesh=None):
   rng = jax.random.fold_in(state.rng, state.step)
   # Infeasible labels (too few frames) would give ~1e5 loss with finite gradients: mask them.
   w = batch["weight"] * batch["feasible"].astype(jnp.float32)
 
-  def loss_fn(params):
+  def loss_fn(params, model, batch, w, rng):
+    """Weighted sum of the per-example losses (normalised by the caller) and the new BN stats."""
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
                                   batch["frames"], train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
-    per = ctc_loss(logits, batch)
-    return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0), updates["batch_stats"]
+    return jnp.sum(ctc_loss(logits, batch) * w), updates["batch_stats"]
 
-  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  n_dev = mesh.devices.size if mesh is not None else 1
+  if n_dev > 1 and model.bn_groups % n_dev == 0:
+    # Batch-norm groups fit inside devices: each device runs the forward and backward pass on its
+    # own rows with no collective, then one all-reduce sums loss, weights and gradients.
+    local_model = model.clone(bn_groups=model.bn_groups // n_dev)
+
+    def local(params, batch, w):
+      r = jax.random.fold_in(rng, jax.lax.axis_index("data"))
+      (loss, bs), g = jax.value_and_grad(loss_fn, has_aux=True)(params, local_model, batch, w, r)
+      loss, w_sum, g = jax.lax.psum((loss, jnp.sum(w), g), "data")
+      return loss, w_sum, jax.lax.pmean(bs, "data"), g
+    # check_vma=False: optax.ctc_loss's scan carries are not marked as varying over "data".
+    loss, w_sum, batch_stats, grads = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P("data"), P("data")), out_specs=(P(), P(), P(), P()),
+        check_vma=False)(state.params, batch, w)
+  else:
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, model, batch, w, rng)
+    w_sum = jnp.sum(w)
+  w_total = jnp.maximum(w_sum, 1.0)
+  loss = loss / w_total
+  grads = jax.tree.map(lambda g: g / w_total, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
@@ -165,10 +192,20 @@ def train_step(state, batch, *, model, tx, lr_fn, ema_decay=0.0):
   return new_state, metrics
 
 
+def class_argmax(logits):
+  """`jnp.argmax(logits, -1)` as int32 (the first maximum), as a max and a min of class indices:
+  two plain reductions that XLA's CPU backend vectorises, where argmax's (value, index) reduction
+  over 3,790 classes took ~45% of the inference step (BENCHMARKS.md, "Training step")."""
+  best = jnp.max(logits, axis=-1, keepdims=True)
+  k = logits.shape[-1]
+  ids = jnp.min(jnp.where(logits == best, jnp.arange(k, dtype=jnp.int32), k), axis=-1)
+  return jnp.minimum(ids, k - 1)  # a NaN row has no maximum: the last class, not out of range
+
+
 def predict_step(state, images, frames, *, model):
   """Greedy path on device: argmax class per frame [B, T] int32 (collapse happens on the host)."""
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, frames, train=False)
-  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return class_argmax(logits)
 
 
 def topk_step(state, images, frames, *, model, k):
@@ -193,10 +230,16 @@ class Compiled:
     self.state_sharding = jax.tree.map(lambda _: rep, self.abstract)
     ema_decay = float(config.train.get("ema_decay", 0.0))
 
+    # The state is donated to the step on accelerators (its memory is reused in place).  On CPU
+    # donation costs ~5% of the default step (the next step's launch waits on the aliased buffers
+    # and XLA copies kernels that are read after their new values are written; BENCHMARKS.md),
+    # and the state is small (4 copies of 2M floats).
+    donate = (0,) if jax.default_backend() != "cpu" else ()
+
     def step_fn(state, batch):
-      return train_step(state, batch, model=model, tx=tx, lr_fn=lr_fn, ema_decay=ema_decay)
+      return train_step(state, batch, model=model, tx=tx, lr_fn=lr_fn, ema_decay=ema_decay, mesh=mesh)
     self.train_step = jax.jit(wrap(step_fn) if wrap else step_fn,
-                              in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
+                              in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=donate)
     self.predict_step = jax.jit(functools.partial(predict_step, model=model),
                                 in_shardings=(rep, dat, dat), out_shardings=rep)
     self._model, self._topk = model, {}

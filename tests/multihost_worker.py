@@ -2,7 +2,7 @@
 processes x devices the environment gives (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
 JAX_PROCESS_ID, XLA_FLAGS), through the same `distributed.initialize` as crnn-train.
 
-    python tests/multihost_worker.py DATA_DIR OUT.npz STEPS
+    python tests/multihost_worker.py DATA_DIR OUT.npz STEPS [BN_GROUPS]
 Every process reads the same global batches and feeds only its own rows of each; process 0
 writes the final parameters and the losses to OUT.npz.
 """
@@ -15,7 +15,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from crnn_jax import distributed  # noqa: E402
 
 
-def main(data_dir, out, steps):
+def main(data_dir, out, steps, bn_groups=1):
   distributed.initialize(timeout_s=120)
   import jax
   import numpy as np
@@ -24,6 +24,7 @@ def main(data_dir, out, steps):
   from crnn_jax.charset import Charset
   c = tiny.get_config()
   c.data_dir = data_dir
+  c.model.bn_groups = bn_groups
   cs = Charset.read(data_dir)
   model = train.make_model(c, cs.num_classes)
   compiled = train.Compiled(c, model, train.make_optimizer(c), mesh_lib.make_mesh())
@@ -44,4 +45,4 @@ def main(data_dir, out, steps):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+  main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *(int(a) for a in sys.argv[4:5]))

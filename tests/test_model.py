@@ -8,7 +8,8 @@ import pytest
 from configs import tiny
 from crnn_jax import train
 from crnn_jax.errors import UserError
-from crnn_jax.model import CRNN, Conv3x3, max_pool
+from crnn_jax.model import (CRNN, BiLSTM, Conv3x3, GroupBatchNorm, lstm_recurrence, lstm_recurrence_reference,
+                             max_pool)
 
 
 def test_max_pool_matches_flax():
@@ -53,3 +54,108 @@ def test_unknown_impl_is_one_line():
   c.model.conv_impl = "fft"
   with pytest.raises(UserError, match="model.conv_impl='fft': choose one of xla, im2col"):
     train.make_model(c, 11)
+
+
+def _rand(seed, shape, scale=1.0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape) * scale, jnp.float32)
+
+
+def test_max_pool_gradient_matches_flax():
+  """Same gradient as nn.max_pool's select-and-scatter, ties (uniform image areas) included."""
+  x = _rand(5, (2, 9, 13, 3))  # crops like VALID pooling
+  x_ties = jnp.round(x)  # many windows with two or more equal maxima
+  for pool in ((2, 2), (2, 1), (3, 2)):
+    for v in (x, x_ties):
+      def grad(pool_fn):
+        return jax.grad(lambda x_: jnp.sum(jnp.sin(pool_fn(x_)) * jnp.arange(1.0, 1.0 + pool_fn(x_).size).reshape(
+            pool_fn(x_).shape)))(v)
+      np.testing.assert_array_equal(grad(lambda u: max_pool(u, pool)), grad(lambda u: nn.max_pool(u, pool, strides=pool)))
+
+
+def test_lstm_recurrence_gradient_matches_jax_autodiff():
+  t, b, h = 7, 3, 5
+  gates = _rand(6, (t, 2, b, 4 * h))
+  w = _rand(7, (2, h, 4 * h), 0.5)
+  ct = _rand(8, (t, 2, b, h))
+
+  def loss(fn):
+    return lambda g, w_: jnp.sum(fn(g, w_) * ct)
+  np.testing.assert_array_equal(lstm_recurrence(gates, w), lstm_recurrence_reference(gates, w))
+  for g, g_ref in zip(jax.grad(loss(lstm_recurrence), argnums=(0, 1))(gates, w),
+                      jax.grad(loss(lstm_recurrence_reference), argnums=(0, 1))(gates, w)):
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_bilstm_frames_past_the_length_change_nothing():
+  """Valid frames are a prefix in both directions: what padding holds never reaches them, and
+  gets no gradient (the recurrence has no mask of its own)."""
+  x = _rand(9, (2, 10, 6))
+  lengths = jnp.asarray([10, 6], jnp.int32)
+  m = BiLSTM(4)
+  v = m.init(jax.random.PRNGKey(0), x, lengths)
+  y = m.apply(v, x, lengths)
+  y_alone = m.apply(v, x[1:, :6], lengths[1:])  # the short sequence on its own
+  np.testing.assert_allclose(y[1, :6], y_alone[0], rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(y[1, 6:], 0.0)
+  x_noise = x.at[1, 6:].set(100.0)
+  np.testing.assert_array_equal(m.apply(v, x_noise, lengths)[1], y[1])
+  for impl in ("custom_vjp", "autodiff"):
+    g = jax.grad(lambda x_: jnp.sum(BiLSTM(4, impl=impl).apply(v, x_, lengths) ** 2))(x)
+    np.testing.assert_array_equal(g[1, 6:], 0.0)
+  g_custom, g_auto = (jax.grad(lambda p: jnp.sum(jnp.sin(BiLSTM(4, impl=i).apply({"params": p}, x, lengths))))(
+      v["params"]) for i in ("custom_vjp", "autodiff"))
+  for a, b in zip(jax.tree.leaves(g_custom), jax.tree.leaves(g_auto)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_group_batch_norm_of_one_group_is_flax_batch_norm():
+  x = _rand(10, (8, 5, 7, 3), 3.0) + 1.0
+  ref = nn.BatchNorm(use_running_average=False, momentum=0.9)
+  ours = GroupBatchNorm(1, momentum=0.9)
+  v_ref = ref.init(jax.random.PRNGKey(1), x)
+  v = ours.init(jax.random.PRNGKey(1), x, use_running_average=False)
+  assert jax.tree.structure(v) == jax.tree.structure(v_ref)  # the same checkpoints
+  y_ref, s_ref = ref.apply(v_ref, x, mutable=["batch_stats"])
+  y, s = ours.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+  np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), s, s_ref)
+  params = {"scale": _rand(11, (3,)), "bias": _rand(12, (3,))}
+
+  def grads(m, variables, **kw):
+    return jax.grad(lambda p, x_: jnp.sum(jnp.sin(m.apply({**variables, "params": p}, x_, mutable=["batch_stats"],
+                                                          **kw)[0])), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               grads(ours, v, use_running_average=False), grads(ref, v_ref))
+  np.testing.assert_allclose(ours.apply({**s, "params": v["params"]}, x, use_running_average=True),
+                             nn.BatchNorm(use_running_average=True).apply({**s_ref, "params": v_ref["params"]}, x),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_group_batch_norm_normalises_each_group_on_its_own():
+  x = _rand(13, (8, 4, 5, 2), 2.0) + jnp.arange(8.0)[:, None, None, None]
+  m = GroupBatchNorm(2, momentum=0.5)
+  v = m.init(jax.random.PRNGKey(0), x, use_running_average=False)
+  y, s = m.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+  halves = [GroupBatchNorm(1, momentum=0.5).apply(v, x[i:i + 4], use_running_average=False, mutable=["batch_stats"])
+            for i in (0, 4)]
+  np.testing.assert_allclose(y, jnp.concatenate([h[0] for h in halves]), rtol=1e-6, atol=1e-6)
+  for k in ("mean", "var"):  # running averages: the mean of the groups' statistics
+    np.testing.assert_allclose(s["batch_stats"][k], (halves[0][1]["batch_stats"][k] + halves[1][1]["batch_stats"][k]) / 2,
+                               rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="groups=3 do not divide the batch of 8"):
+    GroupBatchNorm(3).init(jax.random.PRNGKey(0), x, use_running_average=False)
+
+
+def test_bn_groups_must_divide_the_batch():
+  c = tiny.get_config()
+  c.model.bn_groups = 3
+  with pytest.raises(UserError, match="model.bn_groups=3: .* divides train.batch_size=8"):
+    train.make_model(c, 11)
+
+
+def test_class_argmax_is_jnp_argmax():
+  x = _rand(14, (3, 5, 40))
+  x = x.at[0, 0, 7].set(9.0).at[0, 0, 3].set(9.0)  # a tie: the first index wins, as in argmax
+  np.testing.assert_array_equal(train.class_argmax(x), jnp.argmax(x, -1))
+  assert train.class_argmax(x).dtype == jnp.int32
+  assert int(train.class_argmax(x.at[1, 1].set(jnp.nan))[1, 1]) == 39  # NaN row: in range

@@ -223,17 +223,12 @@ def test_augmented_batches_are_bitwise_equal_from_process_to_process(small_data)
 
 
 # ---- multi-host ------------------------------------------------------------------------------
-def test_two_processes_match_one_process_with_the_same_global_batch(overfit_data, tmp_path):
-  steps = 6
-  one = subprocess.run([sys.executable, str(WORKER), str(overfit_data), str(tmp_path / "one.npz"), str(steps)],
-                       env=_env(4), capture_output=True, text=True, timeout=300, cwd=ROOT)
-  assert one.returncode == 0, why(one.stderr)
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, str(WORKER), str(overfit_data), str(tmp_path / "two.npz"), str(steps)],
-                            env=_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=2,
-                                     JAX_PROCESS_ID=i),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-           for i in range(2)]
+def _worker(data, out, steps, bn_groups, devices, **env):
+  return subprocess.Popen([sys.executable, str(WORKER), str(data), str(out), str(steps), str(bn_groups)],
+                          env=_env(devices, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def _reports(procs):
   try:
     outs = [p.communicate(timeout=300) for p in procs]  # a hang fails here instead of blocking CI
   finally:
@@ -241,12 +236,35 @@ def test_two_processes_match_one_process_with_the_same_global_batch(overfit_data
       p.kill()
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
-  reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-  assert [r["process"] for r in reports] == [0, 1] and all(r["devices"] == 4 for r in reports)
-  a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+  return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
+def _assert_same_run(path_a, path_b):
+  a, b = np.load(path_a), np.load(path_b)
   assert set(a.files) == set(b.files) and len(a.files) > 10
   for k in a.files:
     np.testing.assert_allclose(b[k], a[k], rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+# bn_groups=4 on 4 devices: the step runs under shard_map (per-device batch norm, one all-reduce).
+@pytest.mark.parametrize("bn_groups", [1, 4])
+def test_two_processes_match_one_process_with_the_same_global_batch(overfit_data, tmp_path, bn_groups):
+  steps = 6
+  (one,) = _reports([_worker(overfit_data, tmp_path / "one.npz", steps, bn_groups, 4)])
+  port = _free_port()
+  reports = _reports([_worker(overfit_data, tmp_path / "two.npz", steps, bn_groups, 2,
+                              JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i)
+                      for i in range(2)])
+  assert [r["process"] for r in reports] == [0, 1] and all(r["devices"] == 4 for r in reports + [one])
+  _assert_same_run(tmp_path / "one.npz", tmp_path / "two.npz")
+
+
+def test_bn_groups_compute_the_same_on_one_device_and_on_four(overfit_data, tmp_path):
+  """The config's batch-norm groups, not the machine, define the computation: 4 groups on one
+  device (reshaped statistics) = 4 devices with one group each (shard_map)."""
+  runs = _reports([_worker(overfit_data, tmp_path / f"d{d}.npz", 6, 4, d) for d in (1, 4)])
+  assert [r["devices"] for r in runs] == [1, 4]
+  _assert_same_run(tmp_path / "d1.npz", tmp_path / "d4.npz")
 
 
 def test_crnn_train_as_two_local_processes(overfit_data, tmp_path):
