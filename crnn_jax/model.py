@@ -183,9 +183,9 @@ def _max_pool_fwd(x, pool):
 def _max_pool_bwd(pool, res, g):
   idx, (b, h, w, c) = res
   ph, pw = pool
-  zero = jnp.zeros((), g.dtype)
-  parts = [jnp.stack([jnp.where(idx == i * pw + j, g, zero) for j in range(pw)], axis=3) for i in range(ph)]
-  gx = jnp.stack(parts, axis=2)              # [B, H', ph, W', pw, C]
+  pos = (jnp.arange(ph, dtype=jnp.int8)[:, None, None] * pw + jnp.arange(pw, dtype=jnp.int8)[None, :, None])
+  hit = idx[:, :, None, :, None, :] == pos[None, None, :, None, :, :].reshape(1, 1, ph, 1, pw, 1)
+  gx = jnp.where(hit, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))  # [B, H', ph, W', pw, C]
   gx = gx.reshape(b, gx.shape[1] * ph, gx.shape[3] * pw, c)
   return (jnp.pad(gx, ((0, 0), (0, h - gx.shape[1]), (0, w - gx.shape[2]), (0, 0))),)
 
