@@ -101,7 +101,7 @@ class BiLSTM(nn.Module):
 
   @nn.compact
   def __call__(self, x, lengths):
-    b, t, _ = x.shape
+    t = x.shape[1]
     h = self.hidden
     # Reverse each sequence inside its own length: index (len - 1 - i) for i < len, else i.
     idx = jnp.arange(t)[None, :]
@@ -183,8 +183,8 @@ def _max_pool_fwd(x, pool):
 def _max_pool_bwd(pool, res, g):
   idx, (b, h, w, c) = res
   ph, pw = pool
-  pos = (jnp.arange(ph, dtype=jnp.int8)[:, None, None] * pw + jnp.arange(pw, dtype=jnp.int8)[None, :, None])
-  hit = idx[:, :, None, :, None, :] == pos[None, None, :, None, :, :].reshape(1, 1, ph, 1, pw, 1)
+  pos = jnp.arange(ph * pw, dtype=jnp.int8).reshape(1, 1, ph, 1, pw, 1)  # row-major window position
+  hit = idx[:, :, None, :, None, :] == pos
   gx = jnp.where(hit, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))  # [B, H', ph, W', pw, C]
   gx = gx.reshape(b, gx.shape[1] * ph, gx.shape[3] * pw, c)
   return (jnp.pad(gx, ((0, 0), (0, h - gx.shape[1]), (0, w - gx.shape[2]), (0, 0))),)
@@ -265,10 +265,7 @@ class CRNN(nn.Module):
         x = nn.Conv(feat, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
       # Batch statistics in training, running averages in evaluation (the original's
       # multi-GPU graph never switched BN to training mode).
-      if self.bn_groups == 0:
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")(x)
-      else:
-       x = GroupBatchNorm(self.bn_groups, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")(
+      x = GroupBatchNorm(self.bn_groups, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")(
           x, use_running_average=not train)
       if tuple(pool) == (1, 1):
         x = nn.relu(x)

@@ -174,6 +174,8 @@ def train_step(state, batch, *, model, tx, lr_fn, ema_decay=0.0, mesh=None):
   else:
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, model, batch, w, rng)
     w_sum = jnp.sum(w)
+  # Normalised after the sum: dividing inside would need the global weight before the backward pass
+  # (one more all-reduce, a sync point, at the start of the step).
   w_total = jnp.maximum(w_sum, 1.0)
   loss = loss / w_total
   grads = jax.tree.map(lambda g: g / w_total, grads)
@@ -231,9 +233,9 @@ class Compiled:
     ema_decay = float(config.train.get("ema_decay", 0.0))
 
     # The state is donated to the step on accelerators (its memory is reused in place).  On CPU
-    # donation costs ~5% of the default step (the next step's launch waits on the aliased buffers
-    # and XLA copies kernels that are read after their new values are written; BENCHMARKS.md),
-    # and the state is small (4 copies of 2M floats).
+    # donation cost ~4-5% of the default step (profile: the next step started 4-14 ms after the
+    # last op, and the step began with copies of parameters; BENCHMARKS.md), and the state is
+    # small (4 copies of 2M floats).
     donate = (0,) if jax.default_backend() != "cpu" else ()
 
     def step_fn(state, batch):
