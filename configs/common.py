@@ -27,7 +27,7 @@ def base_config():
   c.model.dropout = 0.1
   c.model.shortcut = False          # linear conv -> classifier path beside the LSTMs
   c.model.conv_impl = "xla"         # "xla" | "im2col" | "im2col_first" (model.py, BENCHMARKS.md)
-  c.model.pool_impl = "reshape"     # "reshape" | "reduce_window" (nn.max_pool; slower gradient on CPU)
+  c.model.pool_impl = "bn_fused"    # "bn_fused" | "reshape" | "reduce_window" (model.py, BENCHMARKS.md)
   c.model.lstm_impl = "custom_vjp"  # "custom_vjp" | "autodiff": the BiLSTM's backward pass (model.py)
   c.model.bn_groups = 1             # batch-norm statistics over train.batch_size / bn_groups examples
   c.model.dtype = "float32"
@@ -55,6 +55,7 @@ def base_config():
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3
   c.train.ema_decay = 0.0           # > 0: keep an EMA of the weights; evaluation and inference use it
+  c.train.ctc_impl = "compact"      # "compact" | "optax": how optax.ctc_loss is fed (train.ctc_loss)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = "validation"

@@ -209,28 +209,42 @@ class GroupBatchNorm(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, use_running_average: bool):
+  def __call__(self, x, *, use_running_average: bool, pool=None):
+    """x [B, H, W, C] -> batch-normalised x; with `pool` (ph, pw), max_pool(batch-normalised x).
+
+    With `pool` the affine part is applied after pooling, which is the same function: per channel
+    it is y = (x - mean) * a + bias, monotone in x (increasing for a >= 0, decreasing for a < 0;
+    float rounding keeps that), so the window maximum of y is y of the window maximum of x (of the
+    minimum where a < 0) -- pooled as max_pool(sign(a) * x).  Only the statistics and the pool
+    read the full-resolution map; the normalisation runs on the 2-4x smaller pooled one, and so
+    does its backward pass (the gradient reaches each window's first maximum, as before)."""
     c = x.shape[-1]
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
     ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
     if use_running_average:
+      g = 1
       mean, var = ra_mean.value, ra_var.value
-      y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
-      return y.astype(self.dtype)
-    g = self.groups
-    if x.shape[0] % g:
-      raise ValueError(f"batch norm groups={g} do not divide the batch of {x.shape[0]}")
-    xg = x.reshape((g, x.shape[0] // g) + x.shape[1:]).astype(jnp.float32)
-    axes = tuple(range(1, xg.ndim - 1))
-    mean = xg.mean(axes, keepdims=True)  # flax's fast variance: E[x^2] - E[x]^2, clipped at 0
-    var = jnp.maximum(0.0, jnp.square(xg).mean(axes, keepdims=True) - jnp.square(mean))
-    if not self.is_initializing():
-      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean.reshape(g, c).mean(0)
-      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var.reshape(g, c).mean(0)
-    y = (xg - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
-    return y.reshape(x.shape).astype(self.dtype)
+      xg = x[None]
+    else:
+      g = self.groups
+      if x.shape[0] % g:
+        raise ValueError(f"batch norm groups={g} do not divide the batch of {x.shape[0]}")
+      xg = x.reshape((g, x.shape[0] // g) + x.shape[1:]).astype(jnp.float32)
+      axes = tuple(range(1, xg.ndim - 1))
+      mean = xg.mean(axes, keepdims=True)  # flax's fast variance: E[x^2] - E[x]^2, clipped at 0
+      var = jnp.maximum(0.0, jnp.square(xg).mean(axes, keepdims=True) - jnp.square(mean))
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean.reshape(g, c).mean(0)
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var.reshape(g, c).mean(0)
+    a = jax.lax.rsqrt(var + self.epsilon) * scale
+    if pool is not None:
+      sign = jnp.where(a >= 0, 1.0, -1.0).astype(xg.dtype)
+      pooled = max_pool((xg * sign).reshape((-1,) + xg.shape[2:]), tuple(pool))
+      xg = sign * pooled.reshape(xg.shape[:2] + pooled.shape[1:])  # each window's max (min where a < 0)
+    y = (xg - mean) * a + bias
+    return y.reshape((x.shape[0],) + y.shape[2:]).astype(self.dtype)
 
 
 # Batch norm's running averages: running = BN_MOMENTUM * running + (1 - BN_MOMENTUM) * batch.
@@ -250,8 +264,10 @@ class CRNN(nn.Module):
   # "xla": lax.conv; "im2col": every conv as patches x matrix (faster on 1 CPU device with
   # several threads); "im2col_first": only the first (1-channel) conv.
   conv_impl: str = "xla"
-  # "reshape": max pool as reshape + max (fast gradient on CPU); "reduce_window": nn.max_pool.
-  pool_impl: str = "reshape"
+  # "bn_fused": max pool inside the batch norm, before its affine part (GroupBatchNorm; same
+  # function); "reshape": batch norm, then max pool as reshape + max (fast gradient on CPU);
+  # "reduce_window": batch norm, then nn.max_pool.
+  pool_impl: str = "bn_fused"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -265,8 +281,12 @@ class CRNN(nn.Module):
         x = nn.Conv(feat, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
       # Batch statistics in training, running averages in evaluation (the original's
       # multi-GPU graph never switched BN to training mode).
-      x = GroupBatchNorm(self.bn_groups, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")(
-          x, use_running_average=not train)
+      bn = GroupBatchNorm(self.bn_groups, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")
+      if tuple(pool) != (1, 1) and self.pool_impl == "bn_fused":
+        # relu(max(bn(x))), the batch norm's affine part after the pool (GroupBatchNorm).
+        x = nn.relu(bn(x, use_running_average=not train, pool=tuple(pool)))
+        continue
+      x = bn(x, use_running_average=not train)
       if tuple(pool) == (1, 1):
         x = nn.relu(x)
       elif self.pool_impl == "reshape":

@@ -146,6 +146,34 @@ def test_group_batch_norm_normalises_each_group_on_its_own():
     GroupBatchNorm(3).init(jax.random.PRNGKey(0), x, use_running_average=False)
 
 
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_pool_inside_batch_norm_is_batch_norm_then_pool(train_mode):
+  # pool_impl="bn_fused" (the affine part after the pool, max_pool(sign(a) * x)) against batch
+  # norm then max pool: negative scales (the window minimum is taken), ties (uniform areas),
+  # two BN groups; logits, running statistics and every gradient.
+  kw = dict(num_classes=50, conv_features=(8, 16, 24, 32, 40), conv_pools=((2, 2), (2, 2), (2, 2), (2, 1), (2, 1)),
+            lstm_hidden=16, lstm_layers=1, bn_groups=2, shortcut=True)
+  x = jnp.round(jnp.asarray(np.random.default_rng(0).random((4, 32, 64, 1)), jnp.float32) * 4) / 4
+  frames = jnp.full((4,), 8, jnp.int32)
+  v = CRNN(**kw).init({"params": jax.random.PRNGKey(0)}, x, frames, train=False)
+  params = dict(v["params"], bn1=dict(v["params"]["bn1"], scale=-v["params"]["bn1"]["scale"], bias=jnp.full((16,), 2.0)),
+                bn3=dict(v["params"]["bn3"], scale=v["params"]["bn3"]["scale"].at[:5].set(-0.5)))
+  stats = jax.tree.map(lambda s: s + 0.3, v["batch_stats"])
+
+  def run(pool_impl):
+    def loss(p):
+      out = CRNN(**kw, pool_impl=pool_impl).apply({"params": p, "batch_stats": stats}, x, frames, train=train_mode,
+                                                  mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(out[0])), out
+    return jax.grad(loss, has_aux=True)(params)
+  (g_fused, (y_fused, s_fused)), (g_ref, (y_ref, s_ref)) = run("bn_fused"), run("reshape")
+  np.testing.assert_allclose(y_fused, y_ref, rtol=1e-6, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), s_fused, s_ref)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max())),
+               g_fused, g_ref)
+  assert float(jnp.abs(g_fused["bn1"]["scale"]).min()) > 0 and float(jnp.abs(g_fused["conv0"]["kernel"]).max()) > 0
+
+
 def test_bn_groups_must_divide_the_batch():
   c = tiny.get_config()
   c.model.bn_groups = 3
