@@ -7,8 +7,8 @@ Conv 16-48-96-128-160 with batch norm (height 32 -> 1, width stride 8: 1/8 frame
 features, linear to 3,789 characters + blank.  Batch 32, Adam 3e-3 on a 16,000-step cosine, EMA
 of the weights for evaluation and inference, beam search with a character LM of the training
 lines for crnn-eval and crnn-predict.  Training stops at 16,000 steps or after 58 minutes,
-whichever comes first: 32.6 min for the 16,000 steps on a 2-core AVX-512 EPYC at ~276 images/s
-(runs/e16_fast, 2026-11-26); a 2-core VM at ~83 images/s (the earlier sessions' machines, before
+whichever comes first: 27.1 min for the 16,000 steps on a 2-core AVX-512 EPYC at ~337 images/s
+(runs/e17_fused, 2026-11-27); a 2-core VM at ~83 images/s (the earlier sessions' machines, before
 the speed work) stopped on the time budget near step 8,500, half-way down the cosine, which the
 EMA then averages.
 Expected: see BENCHMARKS.md (time to accuracy, accuracy by font and length).
@@ -28,7 +28,9 @@ def get_config():
   c.model.shortcut = True
   # Batch-norm statistics over each half of the batch (16 images): on 2 devices each half is one
   # device's rows, so the forward and backward passes need no per-layer all-reduce (1.06x the
-  # step; test 0.9775 at the end of runs/e16_fast vs 0.9743 with global statistics, runs/e14).
+  # step when it came; ~1.00x since the pool moved inside the batch norm, BENCHMARKS.md; test
+  # 0.9775 at the end of runs/e16_fast and 0.9769 of runs/e17_fused vs 0.9743 with global
+  # statistics, runs/e14).
   c.model.bn_groups = 2
   c.train.batch_size = 32
   c.train.num_steps = 16000
