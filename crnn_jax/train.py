@@ -275,8 +275,12 @@ class Compiled:
                         ctc_impl=ctc_impl)
     self.train_step = jax.jit(wrap(step_fn) if wrap else step_fn,
                               in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=donate)
+    # Outputs stay split over the devices in one process (`jax.device_get` assembles the rows on
+    # the host); replicating them was an all-gather, a sync point of ~15% of the CPU inference
+    # step (BENCHMARKS.md).  Several processes need them replicated: each reads every row.
+    self._out = dat if jax.process_count() == 1 else rep
     self.predict_step = jax.jit(functools.partial(predict_step, model=model),
-                                in_shardings=(rep, dat, dat), out_shardings=rep)
+                                in_shardings=(rep, dat, dat), out_shardings=self._out)
     self._model, self._topk = model, {}
 
   def topk_step(self, k):
@@ -284,7 +288,7 @@ class Compiled:
     if k not in self._topk:
       rep, dat = mesh_lib.replicated(self.mesh), mesh_lib.data_sharded(self.mesh)
       self._topk[k] = jax.jit(functools.partial(topk_step, model=self._model, k=k),
-                              in_shardings=(rep, dat, dat), out_shardings=rep)
+                              in_shardings=(rep, dat, dat), out_shardings=self._out)
     return self._topk[k]
 
   def abstract_with_shardings(self):
