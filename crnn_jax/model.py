@@ -224,7 +224,6 @@ class GroupBatchNorm(nn.Module):
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
     if use_running_average:
-      g = 1
       mean, var = ra_mean.value, ra_var.value
       xg = x[None]
     else:
@@ -282,18 +281,16 @@ class CRNN(nn.Module):
       # Batch statistics in training, running averages in evaluation (the original's
       # multi-GPU graph never switched BN to training mode).
       bn = GroupBatchNorm(self.bn_groups, momentum=BN_MOMENTUM, dtype=self.dtype, name=f"bn{i}")
-      if tuple(pool) != (1, 1) and self.pool_impl == "bn_fused":
+      if tuple(pool) == (1, 1):
+        x = nn.relu(bn(x, use_running_average=not train))
+      elif self.pool_impl == "bn_fused":
         # relu(max(bn(x))), the batch norm's affine part after the pool (GroupBatchNorm).
         x = nn.relu(bn(x, use_running_average=not train, pool=tuple(pool)))
-        continue
-      x = bn(x, use_running_average=not train)
-      if tuple(pool) == (1, 1):
-        x = nn.relu(x)
       elif self.pool_impl == "reshape":
         # relu(max(x)) == max(relu(x)): the relu then runs on the pooled (2-4x smaller) map.
-        x = nn.relu(max_pool(x, tuple(pool)))
+        x = nn.relu(max_pool(bn(x, use_running_average=not train), tuple(pool)))
       else:
-        x = nn.max_pool(nn.relu(x), tuple(pool), strides=tuple(pool))
+        x = nn.max_pool(nn.relu(bn(x, use_running_average=not train)), tuple(pool), strides=tuple(pool))
     b, h, w, c = x.shape
     x = jnp.transpose(x, (0, 2, 1, 3)).reshape(b, w, h * c)  # one frame per column
     feats = x

@@ -150,7 +150,7 @@ def ctc_loss(logits, batch, impl="compact"):
   once per frame, so its loss grows by exactly sum_t lse_t over the valid frames, which is
   subtracted again.  Consecutive equal labels share one column, so optax still sees them as a
   repeat (a blank is needed between them).  Same values and gradients up to float32 round-off
-  (tests/test_model.py), 5x faster forward + backward on CPU (BENCHMARKS.md).
+  (tests/test_loss.py), 5x faster forward + backward on CPU (BENCHMARKS.md).
   """
   t = logits.shape[1]
   logit_paddings = (jnp.arange(t)[None, :] >= batch["frames"][:, None]).astype(jnp.float32)
