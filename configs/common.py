@@ -18,6 +18,19 @@ def base_config():
   c.input.augment.width_jitter = 0.1    # resized width x U(1 - j, 1 + j)
   c.input.augment.contrast = 0.2
   c.input.augment.brightness = 0.1
+  # On-the-fly degradations (input_pipeline.preprocess_fn), on top of datagen's fixed variants so
+  # that every epoch sees new ones; each knob at 0 adds no op.  Units: pixels at input.height for
+  # blur, fractions of the height for pad, [0, 1] grey for noise.
+  c.input.augment.pad_prob = 0.3        # extra top/bottom margin of U(0, pad_max) x height each
+  c.input.augment.pad_max = 0.25
+  c.input.augment.blur_prob = 0.2       # Gaussian blur, std U(0.3, blur_max)
+  c.input.augment.blur_max = 1.2
+  c.input.augment.lowres_prob = 0.15    # down to U(lowres_min, 0.9) of the size and back up
+  c.input.augment.lowres_min = 0.4
+  c.input.augment.noise_prob = 0.3      # additive Gaussian noise, std U(0.01, noise_max)
+  c.input.augment.noise_max = 0.06
+  c.input.augment.jpeg_prob = 0.25      # JPEG re-encoding at quality U(jpeg_min, 95)
+  c.input.augment.jpeg_min = 20
 
   c.model = ml_collections.ConfigDict()
   c.model.conv_features = (64, 128, 256, 256, 512, 512, 512)
@@ -61,6 +74,9 @@ def base_config():
   c.eval.split = "validation"
   c.eval.batch_size = 64
   c.eval.max_examples = 1000        # per periodic evaluation; crnn-eval reads the whole split
+  # More splits for the periodic evaluation, "DATA_DIR:split,DATA_DIR:split" (e.g. the other-world
+  # set of `otherworld build`: "data/otherworld:val_degraded"); watched, never used to pick the best.
+  c.eval.extra = ""
 
   # How crnn-eval and crnn-predict read the model's outputs (each overridable by their flags;
   # the periodic evaluation during training always decodes greedily).

@@ -18,6 +18,8 @@ def get_config():
   c.input.augment.width_jitter = 0.0
   c.input.augment.contrast = 0.0
   c.input.augment.brightness = 0.0
+  for knob in ("pad_prob", "blur_prob", "lowres_prob", "noise_prob", "jpeg_prob"):
+    c.input.augment[knob] = 0.0  # on-the-fly degradations off (tests turn them on where they test them)
   c.optimizer.learning_rate = 3e-3
   c.optimizer.warmup_steps = 10
   c.optimizer.weight_decay = 0.0

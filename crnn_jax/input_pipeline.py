@@ -82,18 +82,80 @@ def open_split(data_dir, split, process_index=0, process_count=1, shuffle_seed=N
                             decoders={"image": tfds.decode.SkipDecoding()})
 
 
+def _knob(augment, name):
+  """An on-the-fly augmentation knob, 0 when the config predates it (or there is no augment)."""
+  return float(augment.get(name, 0.0)) if augment is not None else 0.0
+
+
+def _gaussian_blur(tf, x, sigma):
+  """[H, W, 1] float image blurred by a Gaussian of std `sigma` (a scalar tensor, > 0); 7 taps."""
+  t = tf.range(-3, 4, dtype=tf.float32)
+  k = tf.exp(-0.5 * tf.square(t / sigma))
+  k /= tf.reduce_sum(k)
+  img = tf.pad(x[None], [[0, 0], [3, 3], [3, 3], [0, 0]], mode="SYMMETRIC")
+  img = tf.nn.conv2d(img, tf.reshape(k, [7, 1, 1, 1]), 1, "VALID")
+  return tf.nn.conv2d(img, tf.reshape(k, [1, 7, 1, 1]), 1, "VALID")[0]
+
+
+def _degrade(tf, x, augment, sseed):
+  """On-the-fly degradations of a resized [H, W, 1] float image in [0, 1]: blur, low resolution,
+  noise, JPEG re-encoding, each with its own probability and stateless key; a knob at 0 adds no op."""
+  def maybe(k, prob, fn, value):
+    if prob <= 0:
+      return value
+    on = tf.random.stateless_uniform([], sseed + k) < prob
+    return tf.cond(on, lambda: fn(value), lambda: value)
+
+  h, w = tf.shape(x)[0], tf.shape(x)[1]
+  blur_max = max(0.3, _knob(augment, "blur_max"))
+  x = maybe(10, _knob(augment, "blur_prob"), lambda v: _gaussian_blur(
+      tf, v, tf.random.stateless_uniform([], sseed + 11, 0.3, blur_max)), x)
+
+  def lowres(v):
+    f = tf.random.stateless_uniform([], sseed + 13, _knob(augment, "lowres_min"), 0.9)
+    small = tf.maximum(1, tf.cast(tf.cast(tf.stack([h, w]), tf.float32) * f, tf.int32))
+    return tf.image.resize(tf.image.resize(v, small, antialias=True), [h, w])
+  x = maybe(12, _knob(augment, "lowres_prob"), lowres, x)
+  x = maybe(14, _knob(augment, "noise_prob"), lambda v: tf.clip_by_value(
+      v + tf.random.stateless_normal(tf.shape(v), sseed + 16) *
+      tf.random.stateless_uniform([], sseed + 15, 0.01, max(0.01, _knob(augment, "noise_max"))), 0.0, 1.0), x)
+
+  def jpeg(v):
+    q = tf.random.stateless_uniform([], sseed + 18, int(max(1, _knob(augment, "jpeg_min"))), 96, dtype=tf.int32)
+    return tf.reshape(tf.image.adjust_jpeg_quality(v, q), tf.shape(v))
+  return maybe(17, _knob(augment, "jpeg_prob"), jpeg, x)
+
+
 def preprocess_fn(spec: PipelineSpec, augment=None, seed=0):
-  """Returns a tf function (index, example) -> padded example (see module docstring)."""
+  """Returns a tf function (index, example) -> padded example (see module docstring).
+
+  `augment` (config.input.augment; None for evaluation): per example, keyed statelessly by
+  (seed, index), so a resumed run or another process sees the same pixels:
+    pad_prob/pad_max   extra top/bottom margin, U(0, pad_max) x height each, in the border's grey
+                       (text that fills less of the line's height)
+    width_jitter       resized width x U(1 - j, 1 + j)
+    contrast, brightness
+    blur_prob/blur_max, lowres_prob/lowres_min, noise_prob/noise_max (std, in [0, 1] units),
+    jpeg_prob/jpeg_min on the resized image: every epoch sees new degradations on top of datagen's.
+  """
   tf = _tf()
   buckets = tf.constant(spec.buckets, tf.int32)
   max_w = spec.buckets[-1]
 
   def fn(index, ex):
     img = tf.io.decode_jpeg(ex["image"], channels=1, dct_method=JPEG_DCT_METHOD)
+    sseed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+    pad_prob = _knob(augment, "pad_prob")
+    if pad_prob > 0:
+      def pad(im):
+        f = tf.random.stateless_uniform([2], sseed + 20, 0.0, _knob(augment, "pad_max"))
+        t_b = tf.cast(f * tf.cast(tf.shape(im)[0], tf.float32), tf.int32)
+        border = tf.cast(tf.round(tf.reduce_mean(tf.cast(tf.concat([im[:1], im[-1:]], 0), tf.float32))), tf.uint8)
+        return tf.pad(im, [[t_b[0], t_b[1]], [0, 0], [0, 0]], constant_values=border)
+      img = tf.cond(tf.random.stateless_uniform([], sseed + 19) < pad_prob, lambda: pad(img), lambda: img)
     h = tf.shape(img)[0]
     w = tf.shape(img)[1]
     new_w = tf.cast(tf.round(tf.cast(w, tf.float32) * spec.height / tf.cast(h, tf.float32)), tf.float32)
-    sseed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
     if augment is not None and augment.width_jitter > 0:
       new_w *= tf.random.stateless_uniform([], sseed, 1 - augment.width_jitter, 1 + augment.width_jitter)
     new_w = tf.clip_by_value(tf.cast(new_w, tf.int32), spec.stride, max_w)
@@ -107,6 +169,8 @@ def preprocess_fn(spec: PipelineSpec, augment=None, seed=0):
       c64 = tf.cast(c, tf.float64)
       offset = tf.cast(tf.reduce_mean(x), tf.float64) * (1.0 - c64) + tf.cast(b, tf.float64)
       x = tf.cast(tf.clip_by_value(tf.cast(x, tf.float64) * c64 + offset, 0.0, 1.0), tf.float32)
+    if augment is not None:
+      x = _degrade(tf, x, augment, sseed)
     bucket = tf.argmax(tf.cast(buckets >= new_w, tf.int32), output_type=tf.int32)
     width = tf.gather(buckets, bucket)
     fill = tf.reduce_mean(x)  # pad with the image's mean grey: no hard edge at the end

@@ -480,6 +480,25 @@ def check_layout(config, n_devices, n_processes):
     raise UserError(f"train.batch_size {gb} / eval.batch_size {eb} must divide by the {n_devices} devices")
 
 
+def parse_extra_evals(config, charset):
+  """config.eval.extra ("DIR:split,DIR:split" or a tuple of them) -> [(DIR, split)], each checked:
+  the split exists and DIR's chinese.txt is the run's character set."""
+  extra = config.eval.get("extra", ())
+  if isinstance(extra, str):
+    extra = [e for e in extra.split(",") if e.strip()]
+  out = []
+  for item in extra:
+    data_dir, sep, split = str(item).strip().rpartition(":")
+    if not sep or not data_dir or not split:
+      raise UserError(f"eval.extra item {item!r}: write it as DATA_DIR:split (e.g. data/otherworld:val_degraded)")
+    input_pipeline.check_shards(data_dir, split, 1)  # names the folder or the missing split
+    if Charset.read(data_dir) != charset:
+      raise UserError(f"eval.extra {item}: {data_dir}/chinese.txt differs from the run's character set; "
+                      "build that set from this run's DATA_DIR (otherworld build --data ...)")
+    out.append((data_dir, split))
+  return out
+
+
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics."""
   from clu import metric_writers
@@ -558,6 +577,7 @@ def train_and_evaluate(config, workdir):
     from jax.experimental import multihost_utils
     return bool(multihost_utils.broadcast_one_to_all(np.array(train_seconds() >= budget_s)))
 
+  extra_evals = parse_extra_evals(config, charset)
   preemption = _Preemption(n_proc)
   total = config.train.num_steps
   if budget_s and spent_before >= budget_s:
@@ -625,9 +645,19 @@ def train_and_evaluate(config, workdir):
                                config.eval.split, charset, max_examples=config.eval.max_examples)
           final.update({f"{config.eval.split}{suffix}/{k}": v for k, v in res.items() if isinstance(v, float)})
           line += f" {config.eval.split}{suffix} seq_acc {res['seq_acc']:.4f} cer {res['cer']:.4f}"
+        best_acc = res["seq_acc"]
+        line += f" (n={res['n']})"
+        # Other evaluation worlds (config.eval.extra: "DATA_DIR:split"), read with the weights that
+        # crnn-eval uses; they are watched, not used to pick the best checkpoint.
+        for data_dir, split in extra_evals:
+          view = inference_view(state, "ema" if state.ema is not None else "raw")
+          res_x, _, _ = evaluate(compiled, view, config, data_dir, split, charset,
+                                 max_examples=config.eval.max_examples)
+          final.update({f"{split}/{k}": v for k, v in res_x.items() if isinstance(v, float)})
+          line += f" {split} seq_acc {res_x['seq_acc']:.4f}"
         log(done, final)
-        bar.write(f"{line} (n={res['n']})")
-        checkpointing.save(best, done, state, metrics={"seq_acc": res["seq_acc"]})
+        bar.write(line)
+        checkpointing.save(best, done, state, metrics={"seq_acc": best_acc})
         window["t"] = time.time()  # evaluation time is not training throughput
       saved = done % config.train.checkpoint_every == 0 or last
       if saved:

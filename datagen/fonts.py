@@ -13,16 +13,31 @@ import pathlib
 from datagen.errors import DatagenError
 
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
-# Bundled subsets (datagen/fonts/SUBSETS.txt says how they were made).  The holdout font is
-# never used for training images; validation/test render with it too (an unseen-font check).
+# Bundled subsets (datagen/fonts/SUBSETS.txt says how they were made): the first round's five,
+# then the eleven of issue 18.  The holdout fonts never draw a training image; validation/test
+# render with them too (an unseen-font check), and so does the other-world validation set
+# (`otherworld`), which uses only them.  One of each family the others teach: a hei (WenQuanYi),
+# a song/mincho (HanaMinA; TW-Sung, SungtiL and ZCOOL XiaoWei stay in training) and a kai (TW-Kai;
+# KaitiM and Ma Shan Zheng stay in training).
 BUNDLED = (
     "NotoSansCJKsc-Regular-subset.otf",
     "gbsn00lp-subset.ttf",
     "gkai00mp-subset.ttf",
     "SmileySans-Oblique-subset.ttf",
     "wqy-zenhei-subset.ttf",
+    "TW-Sung-subset.ttf",
+    "HanaMinA-subset.ttf",
+    "TW-Kai-subset.ttf",
+    "MaShanZheng-subset.ttf",
+    "NotoSansCJKsc-Light-subset.otf",
+    "NotoSansCJKsc-Black-subset.otf",
+    "ZCOOLXiaoWei-subset.ttf",
+    "ZCOOLQingKeHuangYou-subset.ttf",
+    "ZCOOLKuaiLe-subset.ttf",
+    "LongCang-subset.ttf",
+    "unifont-subset.otf",
 )
-DEFAULT_HOLDOUT = ("wqy-zenhei-subset",)
+DEFAULT_HOLDOUT = ("wqy-zenhei-subset", "HanaMinA-subset", "TW-Kai-subset")
 
 
 @dataclasses.dataclass(frozen=True)

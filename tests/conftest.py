@@ -48,7 +48,8 @@ def small_data(tmp_path_factory, small_corpus):
 
 
 # ---- the trainer's tests -------------------------------------------------------------------
-CLEAN = ["--rotate-deg", "0", "--shear-max", "0", "--perspective", "0", "--noise-prob", "0", "--blur-prob", "0",
+CLEAN = ["--rotate-deg", "0", "--edge-prob", "0", "--wedge-prob", "0", "--weight-prob", "0", "--rule-prob", "0",
+         "--shadow-prob", "0", "--shade-prob", "0", "--shear-max", "0", "--perspective", "0", "--noise-prob", "0", "--blur-prob", "0",
          "--lowres-prob", "0", "--texture-prob", "0", "--gradient-prob", "0", "--invert-prob", "0",
          "--stroke-prob", "0", "--jpeg-min", "90"]
 LINES = ["更上一层楼", "民以食为天", "任重而道远", "一言以蔽之", "润物细无声", "其喜洋洋者矣"]

@@ -25,8 +25,28 @@ FONTS = [
     ("gbsn00lp.ttf", 0, "gbsn00lp-subset.ttf", "song / serif", "LICENSE.fonts-arphic-gbsn00lp.txt"),
     ("gkai00mp.ttf", 0, "gkai00mp-subset.ttf", "kai", "LICENSE.fonts-arphic-gkai00mp.txt"),
     ("SmileySans-Oblique.ttf", 0, "SmileySans-Oblique-subset.ttf", "display hei, oblique", "LICENSE.fonts-smiley-sans.txt"),
+    # The eleven added for robustness (issue 18); their sources are already GB2312 subsets.
+    ("TW-Sung-98_1-gb2312.ttf", 0, "TW-Sung-subset.ttf", "song / ming (Taiwan MOE)", "LICENSE.fonts-cns11643-sung.txt"),
+    ("HanaMinA-gb2312.ttf", 0, "HanaMinA-subset.ttf", "mincho / song (GlyphWiki)", "LICENSE.fonts-hanazono.txt"),
+    ("TW-Kai-98_1-gb2312.ttf", 0, "TW-Kai-subset.ttf", "kai (Taiwan MOE)", "LICENSE.fonts-cns11643-kai.txt"),
+    ("MaShanZheng-Regular-gb2312.ttf", 0, "MaShanZheng-subset.ttf", "brush kai", "LICENSE.fontsource-ma-shan-zheng.txt"),
+    ("NotoSansCJK-Light-gb2312.otf", 0, "NotoSansCJKsc-Light-subset.otf", "hei, light weight", "LICENSE.fonts-noto-cjk-extra.txt"),
+    ("NotoSansCJK-Black-gb2312.otf", 0, "NotoSansCJKsc-Black-subset.otf", "hei, black weight", "LICENSE.fonts-noto-cjk-extra.txt"),
+    ("ZCOOLXiaoWei-Regular-gb2312.ttf", 0, "ZCOOLXiaoWei-subset.ttf", "display song", "LICENSE.fontsource-zcool-xiaowei.txt"),
+    ("ZCOOLQingKeHuangYou-Regular-gb2312.ttf", 0, "ZCOOLQingKeHuangYou-subset.ttf", "condensed display hei", "LICENSE.fontsource-zcool-qingke-huangyou.txt"),
+    ("ZCOOLKuaiLe-Regular-gb2312.ttf", 0, "ZCOOLKuaiLe-subset.ttf", "rounded display", "LICENSE.fontsource-zcool-kuaile.txt"),
+    ("LongCang-Regular-gb2312.ttf", 0, "LongCang-subset.ttf", "handwritten running script", "LICENSE.fontsource-long-cang.txt"),
+    ("unifont-gb2312.otf", 0, "unifont-subset.otf", "16x16 pixel", "LICENSE.fonts-unifont.txt"),
 ]
 PUNCT = "，。！？、；：“”‘’（）《》〈〉【】—…·「」『』"
+
+
+def _old_entry(path, name):
+  """The entry for `name` in an existing SUBSETS.txt (entries are separated by blank lines)."""
+  for block in path.read_text(encoding="utf-8").split("\n\n"):
+    if block.startswith(name + " "):
+      return block.rstrip("\n") + "\n"
+  raise SystemExit(f"{path} has no entry for {name}: remake it (leave it out of --only)")
 
 
 def main():
@@ -34,6 +54,9 @@ def main():
   ap.add_argument("--src", required=True, help="folder with the full fonts and their LICENSE.* files")
   ap.add_argument("--out", default="datagen/fonts")
   ap.add_argument("--corpus", default="datagen/corpus/THUOCL_poem.txt")
+  ap.add_argument("--only", nargs="*", default=None, metavar="SUBSET",
+                  help="remake only these bundled files (e.g. TW-Sung-subset.ttf); SUBSETS.txt keeps the "
+                       "others' entries as they are")
   args = ap.parse_args()
   text = pathlib.Path(args.corpus).read_text(encoding="utf-8")
   chars = {c for line in text.splitlines() for c in line.split("\t")[0]}
@@ -42,7 +65,11 @@ def main():
   out.mkdir(parents=True, exist_ok=True)
   notes = []
   for src, index, name, style, lic in FONTS:
-    font = TTFont(os.path.join(args.src, src), fontNumber=index, lazy=False)
+    if args.only is not None and name not in args.only:
+      notes.append(_old_entry(out / "SUBSETS.txt", name))
+      continue
+    # recalcTimestamp=False: the head table keeps the source's date, so a rerun gives the same bytes.
+    font = TTFont(os.path.join(args.src, src), fontNumber=index, lazy=False, recalcTimestamp=False)
     cmap = font.getBestCmap()
     have = [u for u in wanted if u in cmap]
     opts = subset.Options()

@@ -1,0 +1,3 @@
+from otherworld.build import run
+
+run()
