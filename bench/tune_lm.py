@@ -21,13 +21,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def model_outputs(workdir, checkpoint, weights, split, topk, max_examples=None):
+def model_outputs(workdir, checkpoint, weights, split, topk, max_examples=None, data=None):
   import jax
   from crnn_jax import train, workdir as workdir_lib
   config, charset, compiled, state, step = workdir_lib.load(workdir, checkpoint, weights)
   fn = compiled.topk_step(topk)
   rows = []
-  for b, n_real, g in train.eval_batches(compiled, config, config.data_dir, split, max_examples):
+  for b, n_real, g in train.eval_batches(compiled, config, data or config.data_dir, split, max_examples):
     vals, ids, blank = (np.asarray(x) for x in jax.device_get(fn(state, g["image"], g["frames"])))
     for i in range(n_real):
       n = int(b["frames"][i])
@@ -41,6 +41,8 @@ def main(argv=None):
   ap.add_argument("--checkpoint", default="latest", choices=("best", "latest"))
   ap.add_argument("--weights", default="ema", choices=("ema", "raw"))
   ap.add_argument("--split", default="validation")
+  ap.add_argument("--data", default=None, help="DATA_DIR of --split (default: the run's); e.g. the other-world "
+                                               "set, --data data/otherworld --split val_degraded")
   ap.add_argument("--max-examples", type=int, default=None)
   ap.add_argument("--topk", type=int, default=8)
   ap.add_argument("--beam", type=int, nargs="+", default=[8])
@@ -55,7 +57,7 @@ def main(argv=None):
 
   t0 = time.time()
   config, charset, step, rows = model_outputs(args.workdir, args.checkpoint, args.weights, args.split,
-                                              args.topk, args.max_examples)
+                                              args.topk, args.max_examples, args.data)
   print(f"{len(rows)} {args.split} images through step {step} of {args.workdir} in {time.time() - t0:.0f} s",
         file=sys.stderr)
   lines = lm_lib.training_lines(config.data_dir)

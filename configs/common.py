@@ -31,6 +31,10 @@ def base_config():
   c.input.augment.noise_max = 0.06
   c.input.augment.jpeg_prob = 0.25      # JPEG re-encoding at quality U(jpeg_min, 95)
   c.input.augment.jpeg_min = 20
+  # The five probabilities above grow from 0 over the first ramp_steps steps (input_pipeline.
+  # ramp_factor): harsh images from step 1 kept the default model in CTC's plateau for ~2,000
+  # steps (BENCHMARKS.md, "Robust reading").
+  c.input.augment.ramp_steps = 3000
 
   c.model = ml_collections.ConfigDict()
   c.model.conv_features = (64, 128, 256, 256, 512, 512, 512)

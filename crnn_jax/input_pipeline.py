@@ -82,6 +82,10 @@ def open_split(data_dir, split, process_index=0, process_count=1, shuffle_seed=N
                             decoders={"image": tfds.decode.SkipDecoding()})
 
 
+# Element keys for the stateless augmentation: (epoch * process_count + process) * 2**28 + i.
+_EPOCH_STRIDE = 2 ** 28
+
+
 def _knob(augment, name):
   """An on-the-fly augmentation knob, 0 when the config predates it (or there is no augment)."""
   return float(augment.get(name, 0.0)) if augment is not None else 0.0
@@ -97,13 +101,25 @@ def _gaussian_blur(tf, x, sigma):
   return tf.nn.conv2d(img, tf.reshape(k, [1, 7, 1, 1]), 1, "VALID")[0]
 
 
-def _degrade(tf, x, augment, sseed):
+def ramp_factor(tf, index, ramp_examples, process_count):
+  """How far the on-the-fly degradations are switched on for the element with key `index`:
+  0 -> 1 linearly over the first `ramp_examples` examples of the whole run (all processes'
+  epoch-0 elements i count as i * process_count), 1 from epoch 1 on.  A pure function of the key,
+  so a resumed run ramps exactly as an uninterrupted one."""
+  stream = index // _EPOCH_STRIDE
+  i = tf.cast(index % _EPOCH_STRIDE, tf.float32)
+  first_epoch = stream < process_count
+  return tf.where(first_epoch, tf.minimum(1.0, i * float(process_count) / float(ramp_examples)), 1.0)
+
+
+def _degrade(tf, x, augment, sseed, scale):
   """On-the-fly degradations of a resized [H, W, 1] float image in [0, 1]: blur, low resolution,
-  noise, JPEG re-encoding, each with its own probability and stateless key; a knob at 0 adds no op."""
+  noise, JPEG re-encoding, each with its own probability (x `scale`, the ramp) and stateless key;
+  a knob at 0 adds no op."""
   def maybe(k, prob, fn, value):
     if prob <= 0:
       return value
-    on = tf.random.stateless_uniform([], sseed + k) < prob
+    on = tf.random.stateless_uniform([], sseed + k) < prob * scale
     return tf.cond(on, lambda: fn(value), lambda: value)
 
   h, w = tf.shape(x)[0], tf.shape(x)[1]
@@ -126,7 +142,7 @@ def _degrade(tf, x, augment, sseed):
   return maybe(17, _knob(augment, "jpeg_prob"), jpeg, x)
 
 
-def preprocess_fn(spec: PipelineSpec, augment=None, seed=0):
+def preprocess_fn(spec: PipelineSpec, augment=None, seed=0, process_count=1):
   """Returns a tf function (index, example) -> padded example (see module docstring).
 
   `augment` (config.input.augment; None for evaluation): per example, keyed statelessly by
@@ -137,14 +153,21 @@ def preprocess_fn(spec: PipelineSpec, augment=None, seed=0):
     contrast, brightness
     blur_prob/blur_max, lowres_prob/lowres_min, noise_prob/noise_max (std, in [0, 1] units),
     jpeg_prob/jpeg_min on the resized image: every epoch sees new degradations on top of datagen's.
+    ramp_steps         the probabilities of pad/blur/lowres/noise/jpeg grow from 0 to their value over
+                       the run's first ramp_steps x batch_size examples (`ramp_factor`): the model
+                       leaves CTC's early plateau on easier images (BENCHMARKS.md, "Robust reading").
   """
   tf = _tf()
   buckets = tf.constant(spec.buckets, tf.int32)
   max_w = spec.buckets[-1]
 
+  ramp_examples = _knob(augment, "ramp_steps") * spec.local_batch_size * process_count
+
   def fn(index, ex):
     img = tf.io.decode_jpeg(ex["image"], channels=1, dct_method=JPEG_DCT_METHOD)
     sseed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+    scale = (ramp_factor(tf, tf.cast(index, tf.int64), ramp_examples, process_count) if ramp_examples > 0
+             else tf.constant(1.0))
     pad_prob = _knob(augment, "pad_prob")
     if pad_prob > 0:
       def pad(im):
@@ -152,7 +175,7 @@ def preprocess_fn(spec: PipelineSpec, augment=None, seed=0):
         t_b = tf.cast(f * tf.cast(tf.shape(im)[0], tf.float32), tf.int32)
         border = tf.cast(tf.round(tf.reduce_mean(tf.cast(tf.concat([im[:1], im[-1:]], 0), tf.float32))), tf.uint8)
         return tf.pad(im, [[t_b[0], t_b[1]], [0, 0], [0, 0]], constant_values=border)
-      img = tf.cond(tf.random.stateless_uniform([], sseed + 19) < pad_prob, lambda: pad(img), lambda: img)
+      img = tf.cond(tf.random.stateless_uniform([], sseed + 19) < pad_prob * scale, lambda: pad(img), lambda: img)
     h = tf.shape(img)[0]
     w = tf.shape(img)[1]
     new_w = tf.cast(tf.round(tf.cast(w, tf.float32) * spec.height / tf.cast(h, tf.float32)), tf.float32)
@@ -170,7 +193,7 @@ def preprocess_fn(spec: PipelineSpec, augment=None, seed=0):
       offset = tf.cast(tf.reduce_mean(x), tf.float64) * (1.0 - c64) + tf.cast(b, tf.float64)
       x = tf.cast(tf.clip_by_value(tf.cast(x, tf.float64) * c64 + offset, 0.0, 1.0), tf.float32)
     if augment is not None:
-      x = _degrade(tf, x, augment, sseed)
+      x = _degrade(tf, x, augment, sseed, scale)
     bucket = tf.argmax(tf.cast(buckets >= new_w, tf.int32), output_type=tf.int32)
     width = tf.gather(buckets, bucket)
     fill = tf.reduce_mean(x)  # pad with the image's mean grey: no hard edge at the end
@@ -194,10 +217,6 @@ def _grouped(ds, spec, drop_remainder):
       key_func=lambda ex: tf.cast(ex["bucket"], tf.int64),
       reduce_func=lambda _, w: w.batch(spec.local_batch_size, drop_remainder=drop_remainder),
       window_size=spec.local_batch_size)
-
-
-# Element keys for the stateless augmentation: (epoch * process_count + process) * 2**28 + i.
-_EPOCH_STRIDE = 2 ** 28
 
 
 def train_dataset(data_dir, spec, augment, seed, process_index=0, process_count=1,
@@ -233,7 +252,7 @@ def train_dataset(data_dir, spec, augment, seed, process_index=0, process_count=
 
   ds = tf.data.Dataset.range(2 ** 31).flat_map(epoch)
   ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.map(preprocess_fn(spec, augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(preprocess_fn(spec, augment, seed, n_proc), num_parallel_calls=tf.data.AUTOTUNE)
   ds = _grouped(ds, spec, drop_remainder=True).prefetch(4)
   options = tf.data.Options()
   options.deterministic = True

@@ -51,7 +51,7 @@ class RenderConfig:
   spacing_min: float = knob(-0.05, "smallest extra space between characters, x font size")
   spacing_max: float = knob(0.5, "largest extra space between characters, x font size")
   margin_x_max: float = knob(1.0, "left/right margin drawn from [0.02, this] x font size")
-  margin_y_max: float = knob(0.6, "top/bottom margin drawn from [0.02, this] x font size")
+  margin_y_max: float = knob(0.45, "top/bottom margin drawn from [0.02, this] x font size")
   edge_prob: float = knob(0.25, "probability, per side, that the text touches (or is cut by up to 4 percent of "
                                 "the font size at) the image's left/right edge; half of it for top/bottom")
   rotate_deg: float = knob(3.0, "rotation drawn from [-this, this] degrees")
@@ -66,21 +66,23 @@ class RenderConfig:
   rule_prob: float = knob(0.1, "probability of ruled lines in the text colour: underline, overline or a box")
   gradient_prob: float = knob(0.25, "probability of a linear-gradient background")
   texture_prob: float = knob(0.35, "probability of a paper-like noise texture background")
-  texture_amp: float = knob(40.0, "strength of gradient/texture (grey levels)")
-  min_contrast: float = knob(60.0, "least luminance difference between text and background")
+  texture_amp: float = knob(30.0, "strength of gradient/texture (grey levels)")
+  min_contrast: float = knob(90.0, "least luminance difference between text and background")
   invert_prob: float = knob(0.1, "probability of light text on a dark background")
   shadow_prob: float = knob(0.1, "probability of a soft drop shadow behind the text")
   shade_prob: float = knob(0.25, "probability of uneven illumination (a smooth light falloff across the image)")
   shade_amp: float = knob(0.35, "darkest point of the illumination falloff, 1 - this")
   blur_prob: float = knob(0.4, "probability of a Gaussian blur")
-  blur_max: float = knob(1.6, "largest blur radius in pixels")
-  lowres_prob: float = knob(0.3, "probability of down-then-up sampling (low resolution look)")
-  lowres_min: float = knob(0.35, "smallest down-sampling factor of the low-resolution look")
+  blur_max: float = knob(1.3, "largest blur radius in pixels")
+  lowres_prob: float = knob(0.25, "probability of down-then-up sampling (low resolution look)")
+  lowres_min: float = knob(0.5, "smallest down-sampling factor of the low-resolution look")
   noise_prob: float = knob(0.5, "probability of additive Gaussian noise")
-  noise_max: float = knob(18.0, "largest noise standard deviation (grey levels)")
-  jpeg_min: int = knob(15, "lowest JPEG quality")
+  noise_max: float = knob(14.0, "largest noise standard deviation (grey levels)")
+  jpeg_min: int = knob(20, "lowest JPEG quality")
   jpeg_max: int = knob(95, "highest JPEG quality")
   color: bool = knob(False, "store RGB images (colour text/background) instead of grayscale")
+  mild_prob: float = knob(0.3, "probability that an image is drawn with the first round's milder knobs "
+                               "(render.FIRST_ROUND) instead of these: easy examples beside the harsh ones")
 
 
 # The first round's defaults (tuned on our own test split, made milder to reach its hour's target):
@@ -88,7 +90,7 @@ class RenderConfig:
 FIRST_ROUND = dict(spacing_max=0.35, margin_x_max=0.6, margin_y_max=0.35, edge_prob=0.0, rotate_deg=2.0,
                    wedge_prob=0.0, weight_prob=0.0, rule_prob=0.0, texture_prob=0.3, texture_amp=20.0,
                    min_contrast=100.0, shadow_prob=0.0, shade_prob=0.0, blur_prob=0.35, blur_max=0.8,
-                   lowres_prob=0.1, lowres_min=0.6, noise_max=8.0, jpeg_min=60)
+                   lowres_prob=0.1, lowres_min=0.6, noise_max=8.0, jpeg_min=60, mild_prob=0.0)
 
 
 def _on(rng, p):
@@ -181,6 +183,8 @@ def render_line(text: str, font, rng: np.random.Generator, cfg: RenderConfig):
   Returns (jpeg bytes, height, width, params dict).  The caller picks the font (and its size,
   see `draw_size`) so that fonts can be cached across images.
   """
+  if _on(rng, cfg.mild_prob):
+    cfg = dataclasses.replace(cfg, **FIRST_ROUND)
   size = font.size
   spacing = rng.uniform(cfg.spacing_min, cfg.spacing_max) * size
   stroke = 1 if rng.random() < cfg.stroke_prob else 0

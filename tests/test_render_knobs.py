@@ -14,7 +14,7 @@ FIRST_FIVE = ["NotoSansCJKsc-Regular-subset.otf", "gbsn00lp-subset.ttf", "gkai00
               "SmileySans-Oblique-subset.ttf", "wqy-zenhei-subset.ttf"]
 TEXT = "春眠不觉晓处处闻啼鸟"
 NEW_KNOBS = {"edge_prob": 1.0, "wedge_prob": 1.0, "weight_prob": 1.0, "rule_prob": 1.0, "shadow_prob": 1.0,
-             "shade_prob": 1.0}
+             "shade_prob": 1.0, "mild_prob": 1.0}
 
 
 def _render(cfg, font_file=FIRST_FIVE[0], seed=(7, 0, 0), text=TEXT):
@@ -46,7 +46,7 @@ def test_first_round_settings_draw_the_first_round_bytes():
 def test_each_new_knob_at_zero_is_the_image_without_it_and_on_changes_it(knob):
   """Against today's defaults with every other new knob on: the knob at 0 gives the image of a
   config without it (the other knobs' draws are not shifted), the knob at 1 changes the image."""
-  others = {k: v for k, v in NEW_KNOBS.items() if k != knob}
+  others = {k: (0.0 if k == "mild_prob" else v) for k, v in NEW_KNOBS.items() if k != knob}
   base = render.RenderConfig(**others, **{knob: 0.0})
   on = render.RenderConfig(**others, **{knob: 1.0})
   changed = 0
@@ -131,3 +131,33 @@ def test_each_pipeline_knob_changes_images_and_is_reproducible(small_data, knob)
   assert any(not (a.shape == b.shape and np.array_equal(a, b)) for a, b in zip(on, other_seed))
   if knob == "pad_prob":  # more margin: the same line comes out narrower at height 32
     assert all(b.shape[1] <= a.shape[1] for a, b in zip(off, on))
+
+
+def test_mild_knob_draws_the_first_round_image():
+  """mild_prob=1: after its one draw, the image is the first round's renderer's."""
+  font = fonts.FontSpec(str(fonts.bundled_dir() / FIRST_FIVE[1]))
+  for seed in range(3):
+    rng = np.random.default_rng([9, seed])
+    size = render.draw_size(rng, render.RenderConfig())
+    rng.random()  # the mild knob's own draw
+    want = render.render_line(TEXT, fonts.load_font(font, size), rng, render.RenderConfig(**render.FIRST_ROUND))[0]
+    got, _ = _render(render.RenderConfig(mild_prob=1.0), FIRST_FIVE[1], (9, seed))
+    assert got == want
+
+
+def test_ramp_factor_grows_over_the_first_examples_then_stays_on():
+  import tensorflow as tf
+  from crnn_jax import input_pipeline as ip
+  ramp = 1000
+  f = lambda index, procs=1: float(ip.ramp_factor(tf, tf.constant(index, tf.int64), ramp, procs))  # noqa: E731
+  assert f(0) == 0.0 and f(500) == 0.5 and f(1000) == 1.0 and f(5000) == 1.0
+  assert f(ip._EPOCH_STRIDE + 3) == 1.0                      # epoch 1 of a 1-process run
+  assert f(ip._EPOCH_STRIDE + 250, procs=2) == 0.5           # process 1's epoch-0 element 250 of 2
+  assert f(2 * ip._EPOCH_STRIDE + 3, procs=2) == 1.0         # epoch 1 of a 2-process run
+
+
+def test_ramp_keeps_the_first_examples_clean(small_data):
+  aug = _augment(**{k: 1.0 for k in PIPE_KNOBS})
+  aug.ramp_steps = 10 ** 6  # a ramp far longer than the few elements read: scale ~0
+  clean = _preprocess(small_data, _augment())
+  assert all(np.array_equal(a, b) for a, b in zip(clean, _preprocess(small_data, aug)))
