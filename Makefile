@@ -5,13 +5,14 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data/poem
+OTHERWORLD ?= data/otherworld
 WORKDIR ?= runs/poem_cpu
 CONFIG ?= configs/poem_cpu.py
 DATAGEN_ARGS ?=
 TRAIN_ARGS ?=
 PYTHON ?= python3
 
-.PHONY: main test data bench bench-deps bench-datagen venv
+.PHONY: main test data otherworld bench bench-deps bench-datagen venv
 
 venv: $(VENV)/.installed
 
@@ -24,10 +25,19 @@ $(VENV)/.installed: pyproject.toml
 data: $(VENV)/.installed
 	$(VENV)/bin/datagen build --out $(DATA) $(DATAGEN_ARGS)
 
-main: data
-	$(VENV)/bin/crnn-train --config $(CONFIG) --workdir $(WORKDIR) --cpu_devices 2 --config.data_dir=$(DATA) $(TRAIN_ARGS)
+# The other-world set (README, "Robust reading"): DATA's held-out lines drawn by Skia in the held-out
+# fonts, clean and degraded; evaluation only (~30 s).
+otherworld: data
+	$(VENV)/bin/otherworld build --data $(DATA) --out $(OTHERWORLD)
+
+main: data otherworld
+	$(VENV)/bin/crnn-train --config $(CONFIG) --workdir $(WORKDIR) --cpu_devices 2 --config.data_dir=$(DATA) \
+	  --config.eval.extra=$(OTHERWORLD):val_clean,$(OTHERWORLD):val_degraded $(TRAIN_ARGS)
 	$(VENV)/bin/crnn-eval --workdir $(WORKDIR) --split test --checkpoint latest
+	$(VENV)/bin/crnn-eval --workdir $(WORKDIR) --data $(OTHERWORLD) --split test_clean --checkpoint latest
+	$(VENV)/bin/crnn-eval --workdir $(WORKDIR) --data $(OTHERWORLD) --split test_degraded --checkpoint latest
 	$(VENV)/bin/crnn-predict --workdir $(WORKDIR) --checkpoint latest --output $(WORKDIR)/samples.tsv docs/samples
+	$(PY) tools/check_samples.py $(WORKDIR)/samples.tsv
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 tests

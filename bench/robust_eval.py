@@ -4,8 +4,9 @@
         [--splits test_clean test_degraded] [--write BENCHMARKS.md]
 
 For each split, `crnn-eval` (the run's default decoding, beam search + LM, with the greedy reading
-of the same outputs beside it: the model alone) on the latest checkpoint; prints and writes one
-table (overall, by font, by length) into BENCHMARKS.md's "robust-eval" section.  The other-world
+of the same outputs beside it: the model alone) on the latest checkpoint, and -- when `rapidocr`
+imports (`make bench-deps`) -- PaddleOCR's PP-OCRv6 recognizer (no LM) on the same images; prints
+and writes one table (overall, by font, by length) into BENCHMARKS.md's "robust-eval" section.  The other-world
 set is made by `otherworld build --data DATA_DIR --out data/otherworld` (README, "Robust reading").
 """
 import argparse
@@ -32,17 +33,40 @@ def crnn_eval(workdir, data, split, checkpoint):
   return json.loads(out.stdout), " ".join(cmd[0:1]).split("/")[-1] + " " + " ".join(cmd[1:])
 
 
+def paddle(data_dir, split, batch=32):
+  """PP-OCRv6's recognizer (rapidocr, its ONNX models in the wheel) on every image of a split, or
+  None when rapidocr is not installed."""
+  try:
+    from rapidocr import RapidOCR
+    from rapidocr.ch_ppocr_rec.typings import TextRecInput
+  except ImportError:
+    return None
+  import numpy as np
+  from crnn_jax.metrics import Accumulator
+  from datagen.preview import read_examples
+  rec = RapidOCR(params={"Rec.rec_batch_num": batch})._load_rec_model()
+  exs = read_examples(data_dir, split, 10 ** 9)
+  acc = Accumulator()
+  for i in range(0, len(exs), batch):
+    chunk = exs[i:i + batch]
+    crops = [np.asarray(e["image"].convert("RGB"))[:, :, ::-1] for e in chunk]  # BGR, as cv2 reads
+    txts = rec(TextRecInput(img=crops)).txts
+    acc.add([e["text"] for e in chunk], ["".join(t.split()) for t in txts], [e["font"] for e in chunk])
+  return acc.result()
+
+
 def pct(x):
   return f"{100 * x:.2f}%"
 
 
-def table(rows):
-  lines = ["| split | images | with the LM (default decoding) | model alone (greedy) | CER LM / greedy |",
-           "| --- | ---: | ---: | ---: | ---: |"]
-  for name, res in rows:
+def table(rows, paddles):
+  lines = ["| split | images | with the LM (default decoding) | model alone (greedy) | CER LM / greedy | "
+           "PP-OCRv6 rec (no LM) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+  for (name, res), pad in zip(rows, paddles):
     g = res.get("greedy", res)
     lines.append(f"| {name} | {res['n']} | **{pct(res['seq_acc'])}** | {pct(g['seq_acc'])} | "
-                 f"{100 * res['cer']:.2f}% / {100 * g['cer']:.2f}% |")
+                 f"{100 * res['cer']:.2f}% / {100 * g['cer']:.2f}% | "
+                 + ("not run" if pad is None else f"{pct(pad['seq_acc'])} (CER {100 * pad['cer']:.2f}%)") + " |")
   return lines
 
 
@@ -80,20 +104,24 @@ def main(argv=None):
   ap.add_argument("--splits", nargs="+", default=["test_clean", "test_degraded"])
   ap.add_argument("--own-split", default="test", help="the run's own DATA_DIR split read beside them")
   ap.add_argument("--checkpoint", default="latest")
+  ap.add_argument("--no-paddle", action="store_true", help="leave PP-OCRv6 out even if rapidocr imports")
   ap.add_argument("--write", default=None)
   args = ap.parse_args(argv)
-  rows, cmds = [], []
+  rows, cmds, paddles = [], [], []
   res, cmd = crnn_eval(args.workdir, None, args.own_split, args.checkpoint)
   rows.append((f"own {args.own_split} split", res))
   cmds.append(cmd)
+  run_data = res["data"]
+  paddles.append(None if args.no_paddle else paddle(run_data, args.own_split))
   for split in args.splits:
     res, cmd = crnn_eval(args.workdir, args.otherworld, split, args.checkpoint)
     rows.append((f"other world {split}", res))
     cmds.append(cmd)
+    paddles.append(None if args.no_paddle else paddle(args.otherworld, split))
   step = rows[0][1].get("checkpoint_step")
   out = [BEGIN, "", f"`{args.workdir}`, checkpoint step {step} ({rows[0][1].get('weights')} weights); "
          "sequence accuracy (exact lines):", ""]
-  out += table(rows) + ["", "By font (with the LM / greedy):", ""] + by_font(rows)
+  out += table(rows, paddles) + ["", "By font (with the LM / greedy):", ""] + by_font(rows)
   out += ["", "By length (with the LM):", ""] + by_length(rows)
   out += ["", "Commands:", "", "```bash", f"python bench/robust_eval.py --workdir {args.workdir} "
           f"--otherworld {args.otherworld} --splits {' '.join(args.splits)}", *cmds, "```", "", END]

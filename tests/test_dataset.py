@@ -89,9 +89,13 @@ def test_no_image_of_a_held_out_line_in_training(small_data):
 
 
 def test_holdout_font_only_in_validation_and_test(small_data):
-  holdout = fonts_lib.DEFAULT_HOLDOUT[0]
-  assert holdout not in {e["font"].decode() for e in _records(small_data, "train")}
-  assert holdout in {e["font"].decode() for e in _records(small_data, "test") + _records(small_data, "validation")}
+  holdout = set(fonts_lib.DEFAULT_HOLDOUT)
+  assert len(holdout) == 3
+  train_fonts = {e["font"].decode() for e in _records(small_data, "train")}
+  eval_fonts = {e["font"].decode() for e in _records(small_data, "test") + _records(small_data, "validation")}
+  assert not holdout & train_fonts
+  assert len(train_fonts) == 13  # every training font draws training lines
+  assert holdout & eval_fonts  # with 2 eval variants of 16 fonts per line, some held-out ones appear
 
 
 def test_a_font_is_never_used_for_a_line_it_cannot_draw(small_data):
