@@ -112,12 +112,18 @@ def _mask(text, path, index, layout, rng, pad):
   return cov
 
 
+def _skia_image(img):
+  """A uint8 RGB array as an opaque skia.Image."""
+  skia = draw._skia()
+  rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+  return skia.Image.fromarray(np.ascontiguousarray(rgba), colorType=skia.ColorType.kRGBA_8888_ColorType)
+
+
 def _blur(img, sigma):
   """Skia's Gaussian blur image filter over a uint8 RGB image."""
   skia = draw._skia()
   h, w = img.shape[:2]
-  rgba = np.dstack([img, np.full((h, w), 255, np.uint8)])
-  src = skia.Image.fromarray(np.ascontiguousarray(rgba), colorType=skia.ColorType.kRGBA_8888_ColorType)
+  src = _skia_image(img)
   surface = skia.Surface(w, h)
   paint = skia.Paint(ImageFilter=skia.ImageFilters.Blur(sigma, sigma, skia.TileMode.kClamp))
   surface.getCanvas().drawImage(src, 0, 0, skia.SamplingOptions(), paint)
@@ -126,8 +132,7 @@ def _blur(img, sigma):
 
 def _resize(img, w, h, linear=True):
   skia = draw._skia()
-  rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
-  src = skia.Image.fromarray(np.ascontiguousarray(rgba), colorType=skia.ColorType.kRGBA_8888_ColorType)
+  src = _skia_image(img)
   sampling = (skia.SamplingOptions(skia.FilterMode.kLinear, skia.MipmapMode.kLinear) if linear
               else skia.SamplingOptions(skia.FilterMode.kNearest))
   surface = skia.Surface(w, h)
@@ -139,8 +144,7 @@ def _turn_with_wedges(img, angle):
   """The whole image turned by `angle` degrees about its centre, same size, black corners."""
   skia = draw._skia()
   h, w = img.shape[:2]
-  rgba = np.dstack([img, np.full((h, w), 255, np.uint8)])
-  src = skia.Image.fromarray(np.ascontiguousarray(rgba), colorType=skia.ColorType.kRGBA_8888_ColorType)
+  src = _skia_image(img)
   surface = skia.Surface(w, h)
   canvas = surface.getCanvas()
   canvas.clear(skia.ColorBLACK)
@@ -151,9 +155,7 @@ def _turn_with_wedges(img, angle):
 
 def encode_jpeg(img, quality):
   skia = draw._skia()
-  rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
-  src = skia.Image.fromarray(np.ascontiguousarray(rgba), colorType=skia.ColorType.kRGBA_8888_ColorType)
-  data = src.encodeToData(skia.EncodedImageFormat.kJPEG, int(quality))
+  data = _skia_image(img).encodeToData(skia.EncodedImageFormat.kJPEG, int(quality))
   if data is None:
     raise RuntimeError("Skia's JPEG encoder returned nothing")
   return bytes(data)
