@@ -31,7 +31,7 @@ def test_decay_steps_stops_part_way_down_the_cosine():
 
   c = importlib.import_module("configs.poem_cpu").get_config()
   o = c.optimizer
-  # poem_cpu runs its whole 16,000-step cosine where the machine allows and stops earlier on its
+  # poem_cpu runs its whole 20,000-step cosine where the machine allows and stops earlier on its
   # time budget: half-way down is where a 2-core machine at ~83 images/s stops.
   assert 0 < c.train.time_budget_minutes < 60  # the training issue's hour
   with c.unlocked():
