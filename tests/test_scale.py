@@ -41,11 +41,18 @@ def _env(devices=1, **extra):
   return env
 
 
+# The default config's on-the-fly degradations, on (tiny.py turns them off), ramping in over the
+# first half of the reference run: resume and reruns must reproduce them bitwise too.
+AUGMENT = ["--config.input.augment.pad_prob=0.3", "--config.input.augment.blur_prob=0.2",
+           "--config.input.augment.lowres_prob=0.15", "--config.input.augment.noise_prob=0.3",
+           "--config.input.augment.jpeg_prob=0.25", f"--config.input.augment.ramp_steps={STEPS // 2}"]
+
+
 def _train_cmd(workdir, data, *overrides, devices=1):
   return [sys.executable, "-m", "crnn_jax.main", "--config", "configs/tiny.py", "--workdir", str(workdir),
           f"--config.data_dir={data}", "--config.eval.split=train", f"--cpu_devices={devices}",
           f"--config.train.num_steps={STEPS}", f"--config.train.checkpoint_every={CKPT_EVERY}",
-          "--config.train.eval_every=60", "--config.train.log_every=5", *overrides]
+          "--config.train.eval_every=60", "--config.train.log_every=5", *AUGMENT, *overrides]
 
 
 def _train(workdir, data, *overrides, devices=1, timeout=400):
