@@ -70,31 +70,30 @@ def table(rows, paddles):
   return lines
 
 
-def by_font(rows):
-  fonts = sorted({f for _, r in rows for f in r.get("by_font", {})})
-  lines = ["| font | " + " | ".join(name for name, _ in rows) + " |",
+def breakdown(rows, field, title, cell, order=sorted):
+  """One Markdown table: a row per key of each result's `field` (by_font / by_length), a column
+  per split; `cell(result, key)` -> the cell's text ("" where the split lacks the key)."""
+  keys = order({k for _, r in rows for k in r.get(field, {})})
+  lines = [f"| {title} | " + " | ".join(name for name, _ in rows) + " |",
            "| --- | " + " | ".join("---:" for _ in rows) + " |"]
-  for f in fonts:
-    cells = []
-    for _, r in rows:
-      lm = r.get("by_font", {}).get(f)
-      gr = r.get("greedy", {}).get("by_font", {}).get(f)
-      cells.append("" if lm is None else f"{pct(lm['seq_acc'])} / {pct((gr or lm)['seq_acc'])}")
-    lines.append(f"| {f} | " + " | ".join(cells) + " |")
+  for k in keys:
+    lines.append(f"| {k} | " + " | ".join(cell(r, k) if k in r.get(field, {}) else "" for _, r in rows) + " |")
   return lines
+
+
+def by_font(rows):
+  def cell(r, f):  # with the LM / greedy
+    lm, gr = r["by_font"][f], r.get("greedy", {}).get("by_font", {}).get(f)
+    return f"{pct(lm['seq_acc'])} / {pct((gr or lm)['seq_acc'])}"
+  return breakdown(rows, "by_font", "font", cell)
 
 
 def by_length(rows):
-  keys = sorted({k for _, r in rows for k in r.get("by_length", {})}, key=lambda k: int(k.split("-")[0]))
-  lines = ["| length | " + " | ".join(name for name, _ in rows) + " |",
-           "| --- | " + " | ".join("---:" for _ in rows) + " |"]
-  for k in keys:
-    cells = []
-    for _, r in rows:
-      v = r.get("by_length", {}).get(k)
-      cells.append("" if v is None else f"{pct(v['seq_acc'])} (n={v['n']})")
-    lines.append(f"| {k} | " + " | ".join(cells) + " |")
-  return lines
+  def cell(r, k):
+    v = r["by_length"][k]
+    return f"{pct(v['seq_acc'])} (n={v['n']})"
+  return breakdown(rows, "by_length", "length", cell,
+                   order=lambda ks: sorted(ks, key=lambda k: int(k.split("-")[0])))
 
 
 def main(argv=None):
