@@ -31,6 +31,7 @@ def base_config():
   c.input.augment.noise_max = 0.06
   c.input.augment.jpeg_prob = 0.25      # JPEG re-encoding at quality U(jpeg_min, 95)
   c.input.augment.jpeg_min = 20
+  c.input.augment.invert_prob = 0.0     # light text on a dark ground (1 - x), on top of datagen's
   # The five probabilities above grow from 0 over the first ramp_steps steps (input_pipeline.
   # ramp_factor): harsh images from step 1 kept the default model in CTC's plateau for ~2,000
   # steps (BENCHMARKS.md, "Robust reading").
@@ -48,6 +49,9 @@ def base_config():
   c.model.lstm_impl = "custom_vjp"  # "custom_vjp" | "autodiff": the BiLSTM's backward pass (model.py)
   c.model.bn_groups = 1             # batch-norm statistics over train.batch_size / bn_groups examples
   c.model.dtype = "float32"
+  # "none" | "standardize": each image to mean 0 / std 1 over its line before the first conv
+  # (model.standardize_images), the same in training, evaluation and inference.
+  c.model.input_norm = "none"
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 1e-3

@@ -32,6 +32,13 @@ def get_config():
   # 0.9775 at the end of runs/e16_fast and 0.9769 of runs/e17_fused vs 0.9743 with global
   # statistics, runs/e14).
   c.model.bn_groups = 2
+  # Each line standardised (mean 0, std 1 over its columns) before the first conv: the other
+  # world's coloured, faint and dark papers reach the model at one contrast (model.standardize_images;
+  # BENCHMARKS.md, "Robust reading", runs/r3_norm vs runs/r2_robust).
+  c.model.input_norm = "standardize"
+  # Light text on a dark ground on the fly, beside datagen's 10%: the other world's dark papers
+  # were read at 50% where its light ones were at 68% (runs/r2_robust, full-resolution degraded lines).
+  c.input.augment.invert_prob = 0.1
   c.train.batch_size = 32
   # 20,000 (was 16,000) since issue 18's harder data (13 fonts, realistic degradations): runs/r2_robust
   # was still learning when the 58-minute budget stopped it at step 16,874 on a ~190 images/s machine.

@@ -113,8 +113,8 @@ def ramp_factor(tf, index, ramp_examples, process_count):
 
 
 def _degrade(tf, x, augment, sseed, scale):
-  """On-the-fly degradations of a resized [H, W, 1] float image in [0, 1]: blur, low resolution,
-  noise, JPEG re-encoding, each with its own probability (x `scale`, the ramp) and stateless key;
+  """On-the-fly degradations of a resized [H, W, 1] float image in [0, 1]: inversion (light on
+  dark), blur, low resolution, noise, JPEG re-encoding, each with its own probability (x `scale`, the ramp) and stateless key;
   a knob at 0 adds no op."""
   def maybe(k, prob, fn, value):
     if prob <= 0:
@@ -122,6 +122,7 @@ def _degrade(tf, x, augment, sseed, scale):
     on = tf.random.stateless_uniform([], sseed + k) < prob * scale
     return tf.cond(on, lambda: fn(value), lambda: value)
 
+  x = maybe(21, _knob(augment, "invert_prob"), lambda v: 1.0 - v, x)
   h, w = tf.shape(x)[0], tf.shape(x)[1]
   blur_max = max(0.3, _knob(augment, "blur_max"))
   x = maybe(10, _knob(augment, "blur_prob"), lambda v: _gaussian_blur(
@@ -151,7 +152,7 @@ def preprocess_fn(spec: PipelineSpec, augment=None, seed=0, process_count=1):
                        (text that fills less of the line's height)
     width_jitter       resized width x U(1 - j, 1 + j)
     contrast, brightness
-    blur_prob/blur_max, lowres_prob/lowres_min, noise_prob/noise_max (std, in [0, 1] units),
+    invert_prob, blur_prob/blur_max, lowres_prob/lowres_min, noise_prob/noise_max (std, in [0, 1] units),
     jpeg_prob/jpeg_min on the resized image: every epoch sees new degradations on top of datagen's.
     ramp_steps         the probabilities of pad/blur/lowres/noise/jpeg grow from 0 to their value over
                        the run's first ramp_steps x batch_size examples (`ramp_factor`): the model

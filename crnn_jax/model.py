@@ -267,11 +267,19 @@ class CRNN(nn.Module):
   # function); "reshape": batch norm, then max pool as reshape + max (fast gradient on CPU);
   # "reduce_window": batch norm, then nn.max_pool.
   pool_impl: str = "bn_fused"
+  # "none": the pixels as they come ([0, 1] grey); "standardize": each image shifted and scaled to
+  # mean 0, std 1 over its valid columns (standardize_images) -- one input for any paper/ink
+  # brightness and contrast, in training, evaluation and inference alike.
+  input_norm: str = "none"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images, lengths, *, train: bool):
     """images [B, H, W, 1] float32; lengths [B] int32 valid frames -> logits [B, T, C] float32."""
+    if self.input_norm == "standardize":
+      images = standardize_images(images, lengths * width_stride(self.conv_pools))
+    elif self.input_norm != "none":
+      raise ValueError(f"model.input_norm={self.input_norm!r}: choose 'none' or 'standardize'")
     x = images.astype(self.dtype)
     for i, (feat, pool) in enumerate(zip(self.conv_features, self.conv_pools)):
       if self.conv_impl == "im2col" or (self.conv_impl == "im2col_first" and i == 0):
@@ -303,6 +311,19 @@ class CRNN(nn.Module):
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x)
     return logits.astype(jnp.float32)
+
+
+def standardize_images(images, valid_width, eps=1e-4):
+  """images [B, H, W, C] -> each image minus its mean, over its std (+ eps in the variance: a
+  flat image stays 0), the statistics over its first `valid_width` [B] columns (the line; the
+  right padding of its width bucket left out).  Float32 statistics whatever the model's dtype."""
+  x = images.astype(jnp.float32)
+  cols = jnp.arange(x.shape[2])
+  mask = (cols[None, :] < jnp.maximum(valid_width, 1)[:, None]).astype(jnp.float32)[:, None, :, None]
+  n = jnp.sum(mask, axis=(1, 2, 3), keepdims=True) * x.shape[1] * x.shape[3]
+  mean = jnp.sum(x * mask, axis=(1, 2, 3), keepdims=True) / n
+  var = jnp.sum(jnp.square(x - mean) * mask, axis=(1, 2, 3), keepdims=True) / n
+  return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
 def width_stride(conv_pools) -> int:

@@ -79,7 +79,8 @@ def make_model(config, num_classes: int) -> CRNN:
                     f"train.batch_size={config.train.batch_size}")
   for key, allowed in (("conv_impl", ("xla", "im2col", "im2col_first")),
                        ("pool_impl", ("bn_fused", "reshape", "reduce_window")),
-                       ("lstm_impl", ("custom_vjp", "autodiff"))):
+                       ("lstm_impl", ("custom_vjp", "autodiff")),
+                       ("input_norm", ("none", "standardize"))):
     if m.get(key, allowed[0]) not in allowed:
       raise UserError(f"model.{key}={m.get(key)!r}: choose one of {', '.join(allowed)}")
   return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
@@ -87,7 +88,7 @@ def make_model(config, num_classes: int) -> CRNN:
               lstm_layers=m.lstm_layers, lstm_impl=m.get("lstm_impl", "custom_vjp"),
               bn_groups=m.get("bn_groups", 1), dropout=m.dropout, shortcut=m.get("shortcut", False),
               conv_impl=m.get("conv_impl", "xla"), pool_impl=m.get("pool_impl", "bn_fused"),
-              dtype=jnp.dtype(m.dtype))
+              input_norm=m.get("input_norm", "none"), dtype=jnp.dtype(m.dtype))
 
 
 def learning_rate_fn(config):

@@ -11,12 +11,12 @@ One degraded image combines, each drawn per image:
             sometimes a second colour band (a form field, a sticker edge), light or dark
   ink       a colour at least `MIN_CONTRAST` grey levels from the paper's mean luminance
   weight    bolder (stroke around the glyphs) or thinner (coverage raised to a power)
-  geometry  rotation up to 4 degrees, slant, slight perspective; uneven margins, some zero
+  geometry  rotation up to 3 degrees, slant, slight perspective; uneven margins, some zero
   clutter   ruled lines, a soft shadow, uneven illumination (a falloff or a spot)
   camera    turned whole with black corner wedges (as the original's gen_pic.py did)
-  optics    Gaussian blur (Skia), down-sampling to 14-26 px of text height (kept small, as a
+  optics    Gaussian blur (Skia), down-sampling to 19-28 px of text height (kept small, as a
             low-resolution photo is), colour sensor noise, salt-and-pepper specks
-  storage   JPEG at quality 8-40 (Skia's encoder)
+  storage   JPEG at quality 12-40 (Skia's encoder; >= 20 for text under 23 px)
 """
 import math
 
@@ -66,14 +66,14 @@ def _paper(rng, h, w, base):
   return bg
 
 
-def _mask(text, path, index, layout, rng, pad):
+def _mask(text, path, index, layout, rng, pad, info=None):
   """Coverage of the text in [0, 1], [h, w], drawn through a rotation/slant/perspective matrix,
   and the canvas size; bolder strokes by a stroke width, thinner by a power of the coverage."""
   skia = draw._skia()
   font = draw.make_font(path, index, layout, embolden=rng.random() < 0.15)
   blob, width, height, _ = draw.text_blob(text, font, layout)
   left, top, right, bottom = layout.margins
-  angle = float(rng.uniform(-4, 4)) if rng.random() < 0.6 else 0.0
+  angle = float(rng.uniform(-3, 3)) if rng.random() < 0.6 else 0.0  # (was 4: PP-OCRv6 missed long lines past 3.5)
   skew = float(rng.uniform(-0.2, 0.2)) if rng.random() < 0.25 else 0.0
   # Where the text box lands: its corners through the matrix, then the margins around them.
   m = skia.Matrix()
@@ -107,8 +107,12 @@ def _mask(text, path, index, layout, rng, pad):
     rule = skia.Paint(AntiAlias=True, Color=skia.ColorWHITE, StrokeWidth=float(rng.uniform(1, 3)))
     canvas.drawLine(-left * 0.8, y, width + right * 0.8, y, rule)
   cov = draw.rgb(surface)[..., 0].astype(np.float32) / 255.0
+  thin = 0.0
   if 0.2 <= weight < 0.4:  # thinner: antialiased edges fade
-    cov = cov ** float(rng.uniform(1.5, 2.6))
+    thin = float(rng.uniform(1.5, 2.6))
+    cov = cov ** thin
+  if info is not None:
+    info.update(angle=round(angle, 2), skew=round(skew, 3), bold=weight < 0.2, thin=round(thin, 2))
   return cov
 
 
@@ -164,7 +168,8 @@ def encode_jpeg(img, quality):
 def degrade(text, path, index, layout, rng):
   """-> (uint8 RGB [H, W, 3], JPEG quality to store it at, params dict)."""
   paper, ink = _colours(rng)
-  cov = _mask(text, path, index, layout, rng, pad=0)
+  info = {}
+  cov = _mask(text, path, index, layout, rng, pad=0, info=info)
   h, w = cov.shape
   bg = _paper(rng, h, w, paper)
   a = cov[..., None]
@@ -195,8 +200,11 @@ def degrade(text, path, index, layout, rng):
   sigma = float(rng.uniform(0.4, 1.3)) * layout.size / 32 if rng.random() < 0.6 else 0.0
   if sigma:
     img = _blur(img, sigma)
-  text_px = float(rng.uniform(14, 26)) if rng.random() < 0.5 else layout.size
-  if text_px < layout.size:  # a low-resolution capture, stored small
+  # A low-resolution capture, stored small: 19-28 px of text.  Smaller text at the lowest JPEG
+  # qualities was not legible any more (PP-OCRv6 read 33% of 14-18 px lines at q < 15; 96.4% of
+  # 23-26 px lines; BENCHMARKS.md, "Robust reading").
+  text_px = float(rng.uniform(19, 28)) if rng.random() < 0.5 else layout.size
+  if text_px < layout.size:
     f = text_px / layout.size
     img = _resize(img, max(1, round(w * f)), max(1, round(h * f)), linear=rng.random() < 0.8)
   noise = float(rng.uniform(3, 16)) if rng.random() < 0.7 else 0.0
@@ -206,7 +214,10 @@ def degrade(text, path, index, layout, rng):
     n = int(img.shape[0] * img.shape[1] * rng.uniform(0.002, 0.01))
     ys, xs = rng.integers(0, img.shape[0], n), rng.integers(0, img.shape[1], n)
     img[ys, xs] = np.where(rng.random((n, 1)) < 0.5, 0, 255)
-  quality = int(rng.integers(8, 41))
+  quality = int(rng.integers(12, 41))
+  if text_px < min(23.0, layout.size):  # both at once: small text keeps q >= 20
+    quality = max(quality, 20)
   params = dict(paper=[round(float(v)) for v in paper], ink=[round(float(v)) for v in ink], blur=round(sigma, 3),
-                text_px=round(text_px, 1), noise=round(noise, 2), wedge=round(wedge, 2), jpeg=quality)
+                text_px=round(text_px, 1), noise=round(noise, 2), wedge=round(wedge, 2), jpeg=quality,
+                contrast=round(abs(_lum(paper) - _lum(ink))), size=layout.size, **info)
   return img, quality, params

@@ -9,7 +9,7 @@ from configs import tiny
 from crnn_jax import train
 from crnn_jax.errors import UserError
 from crnn_jax.model import (CRNN, BiLSTM, Conv3x3, GroupBatchNorm, lstm_recurrence, lstm_recurrence_reference,
-                             max_pool)
+                             max_pool, standardize_images)
 
 
 def test_max_pool_matches_flax():
@@ -187,3 +187,44 @@ def test_class_argmax_is_jnp_argmax():
   np.testing.assert_array_equal(train.class_argmax(x), jnp.argmax(x, -1))
   assert train.class_argmax(x).dtype == jnp.int32
   assert int(train.class_argmax(x.at[1, 1].set(jnp.nan))[1, 1]) == 39  # NaN row: in range
+
+
+def test_standardize_images_uses_only_the_line_columns():
+  rng = np.random.default_rng(5)
+  x = rng.random((3, 8, 20, 1)).astype(np.float32)
+  valid = np.array([20, 12, 5], np.int32)
+  y = np.asarray(standardize_images(jnp.asarray(x), jnp.asarray(valid)))
+  for i, v in enumerate(valid):
+    line = x[i, :, :v]
+    np.testing.assert_allclose(y[i, :, :v], (line - line.mean()) / np.sqrt(line.var() + 1e-4), rtol=1e-4, atol=1e-4)
+  # what the padding holds does not move the statistics of the line
+  x2 = x.copy()
+  x2[1, :, 12:] = 7.0
+  np.testing.assert_allclose(np.asarray(standardize_images(jnp.asarray(x2), jnp.asarray(valid)))[1, :, :12],
+                             y[1, :, :12], rtol=1e-5, atol=1e-5)
+  flat = standardize_images(jnp.full((1, 8, 16, 1), 0.7), jnp.asarray([16]))
+  assert np.all(np.isfinite(flat)) and np.abs(np.asarray(flat)).max() < 1e-3  # a blank image stays blank
+
+
+def test_standardized_model_reads_any_paper_and_ink_brightness_alike():
+  """input_norm="standardize": a line at another contrast and brightness (a * x + b, a > 0) gives
+  the same logits; without it they differ."""
+  m = tiny.get_config().model
+  kw = dict(num_classes=11, conv_features=tuple(m.conv_features), conv_pools=tuple(m.conv_pools), lstm_hidden=8)
+  x = jnp.asarray(np.random.default_rng(6).random((2, 32, 64, 1)), jnp.float32)
+  frames = jnp.asarray([8, 5], jnp.int32)
+  faint = 0.3 * x + 0.55
+  for norm, same in (("standardize", True), ("none", False)):
+    model = CRNN(**kw, input_norm=norm)
+    v = model.init(jax.random.PRNGKey(0), x, frames, train=False)
+    a, b = model.apply(v, x, frames, train=False), model.apply(v, faint, frames, train=False)
+    for i, f in enumerate(np.asarray(frames)):
+      close = np.allclose(a[i, :f], b[i, :f], rtol=1e-3, atol=1e-3)
+      assert close == same, (norm, i)
+
+
+def test_unknown_input_norm_is_one_line():
+  c = tiny.get_config()
+  c.model.input_norm = "whiten"
+  with pytest.raises(UserError, match="model.input_norm='whiten': choose one of none, standardize"):
+    train.make_model(c, 11)

@@ -92,7 +92,7 @@ def test_wedge_knob_blackens_corners_and_weight_knob_changes_ink():
 
 # ---- the input pipeline's on-the-fly degradations -------------------------------------------
 PIPE_KNOBS = {"blur_prob": ("blur_max", 1.2), "lowres_prob": ("lowres_min", 0.4), "noise_prob": ("noise_max", 0.06),
-              "jpeg_prob": ("jpeg_min", 20), "pad_prob": ("pad_max", 0.25)}
+              "jpeg_prob": ("jpeg_min", 20), "pad_prob": ("pad_max", 0.25), "invert_prob": (None, None)}
 
 
 def _augment(**on):
@@ -100,7 +100,8 @@ def _augment(**on):
   a = ml_collections.ConfigDict({"width_jitter": 0.0, "contrast": 0.0, "brightness": 0.0})
   for prob, (amount, value) in PIPE_KNOBS.items():
     a[prob] = on.get(prob, 0.0)
-    a[amount] = value
+    if amount:
+      a[amount] = value
   return a
 
 
@@ -128,9 +129,14 @@ def test_each_pipeline_knob_changes_images_and_is_reproducible(small_data, knob)
   assert all(np.array_equal(a, b) for a, b in zip(on, again))  # stateless: same (seed, index), same pixels
   assert sum(not (a.shape == b.shape and np.array_equal(a, b)) for a, b in zip(off, on)) == len(off)
   other_seed = _preprocess(small_data, _augment(**{knob: 1.0}), seed=4)
+  if knob == "invert_prob":  # no amount to draw: at probability 1 every seed inverts alike
+    other_seed = _preprocess(small_data, _augment(**{knob: 0.5}), seed=4)
   assert any(not (a.shape == b.shape and np.array_equal(a, b)) for a, b in zip(on, other_seed))
   if knob == "pad_prob":  # more margin: the same line comes out narrower at height 32
     assert all(b.shape[1] <= a.shape[1] for a, b in zip(off, on))
+  if knob == "invert_prob":  # light on dark: the same pixels, negated (the padding is the mean grey)
+    for a, b in zip(off, on):
+      np.testing.assert_allclose(b, 1.0 - a, atol=1e-6)
 
 
 def test_mild_knob_draws_the_first_round_image():

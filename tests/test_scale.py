@@ -45,7 +45,8 @@ def _env(devices=1, **extra):
 # first half of the reference run: resume and reruns must reproduce them bitwise too.
 AUGMENT = ["--config.input.augment.pad_prob=0.3", "--config.input.augment.blur_prob=0.2",
            "--config.input.augment.lowres_prob=0.15", "--config.input.augment.noise_prob=0.3",
-           "--config.input.augment.jpeg_prob=0.25", f"--config.input.augment.ramp_steps={STEPS // 2}"]
+           "--config.input.augment.jpeg_prob=0.25", "--config.input.augment.invert_prob=0.1",
+           f"--config.input.augment.ramp_steps={STEPS // 2}"]
 
 
 def _train_cmd(workdir, data, *overrides, devices=1):
