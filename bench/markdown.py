@@ -12,3 +12,13 @@ def replace_section(path, begin, end, section, heading):
   else:
     text = text.rstrip("\n") + f"\n\n## {heading}\n\n" + section + "\n"
   path.write_text(text, encoding="utf-8")
+
+
+def emit(lines, write, begin, end, heading):
+  """Prints a generated section (its lines, `begin` first and `end` last) and, with `write` (a
+  path), replaces that section of the file."""
+  text = "\n".join(lines)
+  print(text)
+  if write:
+    replace_section(write, begin, end, text, heading)
+  return text

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.markdown import replace_section  # noqa: E402
+from bench.markdown import emit  # noqa: E402
 
 BEGIN, END = "<!-- robust-eval:begin -->", "<!-- robust-eval:end -->"
 
@@ -33,25 +33,34 @@ def crnn_eval(workdir, data, split, checkpoint):
   return json.loads(out.stdout), " ".join(cmd[0:1]).split("/")[-1] + " " + " ".join(cmd[1:])
 
 
-def paddle(data_dir, split, batch=32):
-  """PP-OCRv6's recognizer (rapidocr, its ONNX models in the wheel) on every image of a split, or
-  None when rapidocr is not installed."""
+def paddle_read(images, batch=32):
+  """PP-OCRv6's recognizer (rapidocr, its ONNX models in the wheel) on PIL images -> their texts
+  (white space dropped), or None when rapidocr is not installed."""
   try:
     from rapidocr import RapidOCR
     from rapidocr.ch_ppocr_rec.typings import TextRecInput
   except ImportError:
     return None
   import numpy as np
+  rec = RapidOCR(params={"Rec.rec_batch_num": batch})._load_rec_model()
+  out = []
+  for i in range(0, len(images), batch):
+    crops = [np.asarray(im.convert("RGB"))[:, :, ::-1] for im in images[i:i + batch]]  # BGR, as cv2 reads
+    out += ["".join(t.split()) for t in rec(TextRecInput(img=crops)).txts]
+  return out
+
+
+def paddle(data_dir, split, batch=32):
+  """PP-OCRv6's recognizer on every image of a split (metrics.Accumulator's result), or None
+  when rapidocr is not installed."""
   from crnn_jax.metrics import Accumulator
   from datagen.preview import read_examples
-  rec = RapidOCR(params={"Rec.rec_batch_num": batch})._load_rec_model()
   exs = read_examples(data_dir, split, 10 ** 9)
+  texts = paddle_read([e["image"] for e in exs], batch)
+  if texts is None:
+    return None
   acc = Accumulator()
-  for i in range(0, len(exs), batch):
-    chunk = exs[i:i + batch]
-    crops = [np.asarray(e["image"].convert("RGB"))[:, :, ::-1] for e in chunk]  # BGR, as cv2 reads
-    txts = rec(TextRecInput(img=crops)).txts
-    acc.add([e["text"] for e in chunk], ["".join(t.split()) for t in txts], [e["font"] for e in chunk])
+  acc.add([e["text"] for e in exs], texts, [e["font"] for e in exs])
   return acc.result()
 
 
@@ -124,10 +133,7 @@ def main(argv=None):
   out += ["", "By length (with the LM):", ""] + by_length(rows)
   out += ["", "Commands:", "", "```bash", f"python bench/robust_eval.py --workdir {args.workdir} "
           f"--otherworld {args.otherworld} --splits {' '.join(args.splits)}", *cmds, "```", "", END]
-  text = "\n".join(out)
-  print(text)
-  if args.write:
-    replace_section(args.write, BEGIN, END, text, "Robust reading: the other world")
+  emit(out, args.write, BEGIN, END, "Robust reading: the other world")
   return 0
 
 

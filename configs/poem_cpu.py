@@ -10,7 +10,8 @@ lines for crnn-eval and crnn-predict.  Training stops at 20,000 steps or after 5
 whichever comes first.  On the first round's data (16,000 steps then): 27.1 min on a 2-core
 AVX-512 EPYC at ~337 images/s (runs/e17_fused, 2026-11-27).  On issue 18's data and on-the-fly
 degradations: ~190 images/s on a 2-core Xeon, stopped by the budget at step 16,874
-(runs/r2_robust, 2026-11-29; README "Robust reading").
+(runs/r2_robust, 2026-11-29); with the standardised input and inversion below, ~160 images/s on
+another, step 16,282 (runs/r3_norm, `make main`; README "Robust reading").
 Expected: see BENCHMARKS.md (time to accuracy, accuracy by font and length).
 """
 from configs.common import base_config
