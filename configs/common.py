@@ -32,7 +32,7 @@ def base_config():
   c.input.augment.jpeg_prob = 0.25      # JPEG re-encoding at quality U(jpeg_min, 95)
   c.input.augment.jpeg_min = 20
   c.input.augment.invert_prob = 0.0     # light text on a dark ground (1 - x), on top of datagen's
-  # The five probabilities above grow from 0 over the first ramp_steps steps (input_pipeline.
+  # The six probabilities above grow from 0 over the first ramp_steps steps (input_pipeline.
   # ramp_factor): harsh images from step 1 kept the default model in CTC's plateau for ~2,000
   # steps (BENCHMARKS.md, "Robust reading").
   c.input.augment.ramp_steps = 3000

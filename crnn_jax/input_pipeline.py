@@ -114,8 +114,8 @@ def ramp_factor(tf, index, ramp_examples, process_count):
 
 def _degrade(tf, x, augment, sseed, scale):
   """On-the-fly degradations of a resized [H, W, 1] float image in [0, 1]: inversion (light on
-  dark), blur, low resolution, noise, JPEG re-encoding, each with its own probability (x `scale`, the ramp) and stateless key;
-  a knob at 0 adds no op."""
+  dark), blur, low resolution, noise, JPEG re-encoding, each with its own probability (x `scale`,
+  the ramp) and stateless key; a knob at 0 adds no op."""
   def maybe(k, prob, fn, value):
     if prob <= 0:
       return value
@@ -154,7 +154,7 @@ def preprocess_fn(spec: PipelineSpec, augment=None, seed=0, process_count=1):
     contrast, brightness
     invert_prob, blur_prob/blur_max, lowres_prob/lowres_min, noise_prob/noise_max (std, in [0, 1] units),
     jpeg_prob/jpeg_min on the resized image: every epoch sees new degradations on top of datagen's.
-    ramp_steps         the probabilities of pad/blur/lowres/noise/jpeg grow from 0 to their value over
+    ramp_steps         the probabilities of pad/invert/blur/lowres/noise/jpeg grow from 0 to their value over
                        the run's first ramp_steps x batch_size examples (`ramp_factor`): the model
                        leaves CTC's early plateau on easier images (BENCHMARKS.md, "Robust reading").
   """

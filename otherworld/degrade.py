@@ -66,9 +66,9 @@ def _paper(rng, h, w, base):
   return bg
 
 
-def _mask(text, path, index, layout, rng, pad, info=None):
-  """Coverage of the text in [0, 1], [h, w], drawn through a rotation/slant/perspective matrix,
-  and the canvas size; bolder strokes by a stroke width, thinner by a power of the coverage."""
+def _mask(text, path, index, layout, rng, pad):
+  """(coverage of the text in [0, 1], [h, w], what it drew): drawn through a rotation/slant/
+  perspective matrix; bolder strokes by a stroke width, thinner by a power of the coverage."""
   skia = draw._skia()
   font = draw.make_font(path, index, layout, embolden=rng.random() < 0.15)
   blob, width, height, _ = draw.text_blob(text, font, layout)
@@ -111,9 +111,7 @@ def _mask(text, path, index, layout, rng, pad, info=None):
   if 0.2 <= weight < 0.4:  # thinner: antialiased edges fade
     thin = float(rng.uniform(1.5, 2.6))
     cov = cov ** thin
-  if info is not None:
-    info.update(angle=round(angle, 2), skew=round(skew, 3), bold=weight < 0.2, thin=round(thin, 2))
-  return cov
+  return cov, dict(angle=round(angle, 2), skew=round(skew, 3), bold=weight < 0.2, thin=round(thin, 2))
 
 
 def _skia_image(img):
@@ -168,8 +166,7 @@ def encode_jpeg(img, quality):
 def degrade(text, path, index, layout, rng):
   """-> (uint8 RGB [H, W, 3], JPEG quality to store it at, params dict)."""
   paper, ink = _colours(rng)
-  info = {}
-  cov = _mask(text, path, index, layout, rng, pad=0, info=info)
+  cov, drawn = _mask(text, path, index, layout, rng, pad=0)
   h, w = cov.shape
   bg = _paper(rng, h, w, paper)
   a = cov[..., None]
@@ -219,5 +216,5 @@ def degrade(text, path, index, layout, rng):
     quality = max(quality, 20)
   params = dict(paper=[round(float(v)) for v in paper], ink=[round(float(v)) for v in ink], blur=round(sigma, 3),
                 text_px=round(text_px, 1), noise=round(noise, 2), wedge=round(wedge, 2), jpeg=quality,
-                contrast=round(abs(_lum(paper) - _lum(ink))), size=layout.size, **info)
+                contrast=round(abs(_lum(paper) - _lum(ink))), size=layout.size, **drawn)
   return img, quality, params
