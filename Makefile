@@ -12,7 +12,7 @@ DATAGEN_ARGS ?=
 TRAIN_ARGS ?=
 PYTHON ?= python3
 
-.PHONY: main test data otherworld bench bench-deps bench-datagen venv
+.PHONY: main test data otherworld bench bench-deps bench-datagen venv browser
 
 venv: $(VENV)/.installed
 
@@ -39,7 +39,13 @@ main: data otherworld
 	$(VENV)/bin/crnn-predict --workdir $(WORKDIR) --checkpoint latest --output $(WORKDIR)/samples.tsv docs/samples
 	$(PY) tools/check_samples.py $(WORKDIR)/samples.tsv
 
-test: $(VENV)/.installed
+# The web page's test drives Debian's headless chromium through selenium: installed here when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 && test -x /usr/lib/chromium/chromedriver || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+test: $(VENV)/.installed browser
 	$(PY) -m pytest -n 2 tests
 
 bench-datagen: $(VENV)/.installed

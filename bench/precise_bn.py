@@ -32,10 +32,11 @@ def main():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax
   import jax.numpy as jnp
-  from crnn_jax import input_pipeline, mesh as mesh_lib, train, workdir as workdir_lib
+  from crnn_jax import evaluate, inference, input_pipeline, mesh as mesh_lib
 
-  config, charset, compiled, state, step = workdir_lib.load(args.workdir, "latest", args.weights)
-  model = train.make_model(config, charset.num_classes)
+  reader = inference.load(args.workdir, "latest", args.weights, mesh=mesh_lib.make_mesh())
+  config, charset, step, model = reader.config, reader.charset, reader.step, reader.model
+  variables = reader.variables
   from crnn_jax.model import BN_MOMENTUM as momentum
 
   @jax.jit
@@ -48,18 +49,18 @@ def main():
   res = {"workdir": args.workdir, "checkpoint_step": step, "weights": args.weights, "batches": args.batches,
          "augment": args.augment, "split": args.split}
   if args.batches > 0:
-    spec = train.pipeline_spec(config, config.train.batch_size)
+    spec = evaluate.pipeline_spec(config, config.train.batch_size)
     ds = input_pipeline.train_dataset(config.data_dir, spec, config.input.augment if args.augment else None,
                                       seed=config.seed + 12345)
     total, t = None, time.time()
     for raw in ds.take(args.batches):
       b = input_pipeline.to_numpy(raw)
-      g = mesh_lib.global_batch({k: b[k] for k in ("image", "frames")}, compiled.mesh)
-      s = batch_stats_of(state.params, state.batch_stats, g["image"], g["frames"])
+      g = mesh_lib.global_batch({k: b[k] for k in ("image", "frames")}, reader.steps.mesh)
+      s = batch_stats_of(variables["params"], variables["batch_stats"], g["image"], g["frames"])
       total = s if total is None else jax.tree.map(jnp.add, total, s)
-    state = state.replace(batch_stats=jax.tree.map(lambda x: x / args.batches, total))
+    variables = dict(variables, batch_stats=jax.tree.map(lambda x: x / args.batches, total))
     res["recalibration_s"] = round(time.time() - t, 1)
-  m, _, _ = train.evaluate(compiled, state, config, config.data_dir, args.split, charset)
+  m, _, _ = evaluate.evaluate(reader.steps, variables, config, config.data_dir, args.split, charset)
   res.update(seq_acc=round(m["seq_acc"], 4), cer=round(m["cer"], 4))
   print(json.dumps(res))
 

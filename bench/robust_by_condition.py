@@ -51,16 +51,10 @@ def render(data_dir, split, max_lines, seed=0, workers=2):
 
 
 def read_ours(workdir, jpegs, checkpoint="latest"):
-  from PIL import Image
-  from crnn_jax import predict, workdir as workdir_lib
-  config, charset, compiled, state, step = workdir_lib.load(workdir, checkpoint)
-  h = config.input.height
-  images = []
-  for data in jpegs:
-    g = Image.open(io.BytesIO(data)).convert("L")
-    w = max(1, round(g.width * h / g.height))
-    images.append(np.asarray(g.resize((w, h), Image.Resampling.BILINEAR), np.float32) / 255.0)
-  return predict.recognise(compiled, state, config, charset, images), step
+  """The model alone (greedy) through the inference core, as crnn-predict reads files."""
+  from crnn_jax import inference
+  reader = inference.load(workdir, checkpoint, decoding={"decoder": "greedy"})
+  return [r.text for r in reader.read(jpegs)], reader.step
 
 
 def read_paddle(jpegs):

@@ -3,7 +3,7 @@
     python bench/tune_lm.py --workdir runs/e11_p05 --checkpoint latest --split validation \
         --lm-weight 0 0.3 0.5 0.8 --length-bonus 0 0.5 1 --lm-order 2 3 4
 
-Runs the model once over the split (the top-K log-probabilities per frame, `train.topk_step`),
+Runs the model once over the split (the top-K log-probabilities per frame, `inference.topk_step`),
 then decodes those outputs with every combination and prints one row each: sequence accuracy,
 CER and decode time.  Greedy decoding of the same outputs is the first row.  Tune on the
 validation split; report the chosen setting on test with `crnn-eval --decoder beam ...`.
@@ -23,12 +23,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def model_outputs(workdir, checkpoint, weights, split, topk, max_examples=None, data=None):
   import jax
-  from crnn_jax import train, workdir as workdir_lib
-  config, charset, compiled, state, step = workdir_lib.load(workdir, checkpoint, weights)
-  fn = compiled.topk_step(topk)
+  from crnn_jax import evaluate, inference, mesh as mesh_lib
+  reader = inference.load(workdir, checkpoint, weights, mesh=mesh_lib.make_mesh())
+  config, charset, step = reader.config, reader.charset, reader.step
+  fn = reader.steps.topk(topk)
   rows = []
-  for b, n_real, g in train.eval_batches(compiled, config, data or config.data_dir, split, max_examples):
-    vals, ids, blank = (np.asarray(x) for x in jax.device_get(fn(state, g["image"], g["frames"])))
+  for b, n_real, (x, f) in evaluate.eval_batches(reader.steps, config, data or config.data_dir, split, max_examples):
+    vals, ids, blank = (np.asarray(a) for a in jax.device_get(fn(reader.variables, x, f)))
     for i in range(n_real):
       n = int(b["frames"][i])
       rows.append((b["text"][i].decode(), b["font"][i].decode(), vals[i, :n], ids[i, :n], blank[i, :n]))

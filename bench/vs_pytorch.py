@@ -89,13 +89,14 @@ def accuracy(args, sides, info):
 
 def accuracy_worker(side, args):
   import numpy as np
-  from crnn_jax import workdir as workdir_lib
+  from crnn_jax import inference, mesh as mesh_lib
   from crnn_jax.metrics import Accumulator
-  config, charset, compiled, state, step = workdir_lib.load(args.workdir, "best")
+  reader = inference.load(args.workdir, "best", mesh=mesh_lib.make_mesh())
+  config, charset, step = reader.config, reader.charset, reader.step
   t0 = time.perf_counter()
   if side == "ours":
-    from crnn_jax import train
-    res, _, _ = train.evaluate(compiled, state, config, config.data_dir, args.split, charset)
+    from crnn_jax import evaluate
+    res, _, _ = evaluate.evaluate(reader.steps, reader.variables, config, config.data_dir, args.split, charset)
   else:
     from rapidocr import RapidOCR
     from rapidocr.ch_ppocr_rec.typings import TextRecInput
@@ -140,7 +141,8 @@ def worker(side, config_path, args):
     batch = mesh_lib.global_batch({"image": images, "frames": np.full((bs,), frames, np.int32), "label": labels,
                                    "label_len": np.full((bs,), 6, np.int32), "feasible": np.ones((bs,), bool),
                                    "weight": np.ones((bs,), np.float32)}, mesh)
-    single = jax.jit(lambda s, x, f: train.class_argmax(model.apply(
+    from crnn_jax.inference import class_argmax
+    single = jax.jit(lambda s, x, f: class_argmax(model.apply(
         {"params": s.params, "batch_stats": s.batch_stats}, x, f, train=False)))
     dev0 = jax.devices()[0]
     x1, f1 = jax.device_put(images[:1], dev0), jax.device_put(np.full((1,), frames, np.int32), dev0)
@@ -151,7 +153,8 @@ def worker(side, config_path, args):
         if kind == "train":
           state[0], r = compiled.train_step(state[0], batch)
         elif kind == "infer":
-          r = compiled.predict_step(state[0], batch["image"], batch["frames"])
+          r = compiled.steps.greedy({"params": state[0].params, "batch_stats": state[0].batch_stats},
+                                    batch["image"], batch["frames"])
         else:
           r = single(s1, x1, f1)
       jax.block_until_ready(r)

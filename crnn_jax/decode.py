@@ -50,6 +50,15 @@ def beam_search(top_lp, top_ids, blank_lp, length, charset, lm=None, lm_weight=0
   not tried.  With lm=None and length_bonus=0 this is the plain prefix search, which sums every
   frame path of a text (greedy decoding takes the best single path).
   """
+  classes, _ = beam_nbest(top_lp, top_ids, blank_lp, length, charset, lm, lm_weight, length_bonus, beam,
+                          prune)[0]
+  return charset.text(list(classes))
+
+
+def beam_nbest(top_lp, top_ids, blank_lp, length, charset, lm=None, lm_weight=0.0, length_bonus=0.0,
+               beam=8, prune=-12.0):
+  """`beam_search`'s final beams, best first: [(classes tuple, score)] (at most `beam` of them;
+  the score is the ranking score, LM and EOS included)."""
   use_lm = lm is not None and lm_weight != 0.0
   chars = charset.chars
   n_ctx = lm.order - 1 if use_lm else 0
@@ -87,11 +96,80 @@ def beam_search(top_lp, top_ids, blank_lp, length, charset, lm=None, lm_weight=0
       new = dict(sorted(new.items(), key=lambda kv: _lse(kv[1][0], kv[1][1]) + kv[1][2], reverse=True)[:beam])
     beams = new
 
-  def final(kv):
-    prefix, (pb, pnb, extra) = kv
+  def final(prefix, pb, pnb, extra):
     score = _lse(pb, pnb) + extra
     return score + (lm_weight * lm.logp(context(prefix), EOS) if use_lm else 0.0)
-  return charset.text(list(max(beams.items(), key=final)[0]))
+  scored = [(prefix, final(prefix, *v)) for prefix, v in beams.items()]
+  # Ties keep the order max() took before n-best existed (the first in insertion order).
+  return sorted(scored, key=lambda kv: kv[1], reverse=True)
+
+
+# ---- confidences --------------------------------------------------------------------------
+def greedy_confidences(best, best_prob, length):
+  """The greedy reading of one line with a confidence per character.
+
+  best [T] classes, best_prob [T] their probabilities, `length` valid frames -> (classes, per
+  character the highest probability over the frames of its run, [start, end) frames of each
+  run).  The classes are `collapse(best, length)`."""
+  classes, conf, spans, prev = [], [], [], 0
+  for t in range(int(length)):
+    k, p = int(best[t]), float(best_prob[t])
+    if k != 0 and k == prev:
+      conf[-1] = max(conf[-1], p)
+      spans[-1][1] = t + 1
+    elif k != 0:
+      classes.append(k)
+      conf.append(p)
+      spans.append([t, t + 1])
+    prev = k
+  return classes, conf, spans
+
+
+def align_confidences(top_lp, top_ids, blank_lp, length, classes):
+  """Per character of `classes` (a text chosen by beam search), the highest probability over the
+  frames the best CTC path of that text gives it (Viterbi forced alignment on the top-K lattice;
+  a class outside a frame's top K counts as impossible there).  -> (confidences, [start, end)
+  frames); the greedy path's own text gives `greedy_confidences`' values."""
+  n, T = len(classes), int(length)
+  if n == 0:
+    return [], []
+  top_lp, top_ids = np.asarray(top_lp)[:T], np.asarray(top_ids)[:T]
+  lab = np.asarray(classes)
+  # lp[t, j]: log P(class j of the text at frame t), -inf outside the frame's top K.
+  hit = top_ids[:, None, :] == lab[None, :, None]
+  lp = np.where(hit.any(-1), np.where(hit, top_lp[:, None, :], -np.inf).max(-1), -np.inf)
+  S = 2 * n + 1  # states: blank, c1, blank, c2, ..., cn, blank
+  emit = np.empty((T, S))
+  emit[:, 0::2] = np.asarray(blank_lp)[:T, None]
+  emit[:, 1::2] = lp
+  # A character state may be entered from two states back unless it repeats the one before.
+  skip = np.zeros(S, bool)
+  skip[3::2] = lab[1:] != lab[:-1]
+  score = np.full(S, -np.inf)
+  score[:2] = emit[0, :2]
+  back = np.zeros((T, S), np.int64)
+  idx = np.arange(S)
+  for t in range(1, T):
+    stay, step = score, np.concatenate([[-np.inf], score[:-1]])
+    jump = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
+    cand = np.stack([stay, step, jump])
+    arg = cand.argmax(0)
+    back[t] = idx - arg
+    score = cand.max(0) + emit[t]
+  end = S - 1 if score[S - 1] >= score[S - 2] else S - 2
+  if not np.isfinite(score[end]):
+    return [0.0] * n, [[0, 0] for _ in range(n)]
+  path = [end]
+  for t in range(T - 1, 0, -1):
+    path.append(back[t, path[-1]])
+  path.reverse()
+  conf, spans = [0.0] * n, [[T, 0] for _ in range(n)]
+  for t, s in enumerate(path):
+    if s % 2:
+      j = s // 2
+      conf[j] = max(conf[j], float(np.exp(lp[t, j])))
+      spans[j] = [min(spans[j][0], t), max(spans[j][1], t + 1)]
+  return conf, spans
 
 
 def beam_batch(top_lp, top_ids, blank_lp, lengths, charset, **kw):
@@ -119,7 +197,7 @@ def settings(config, overrides=None):
 
 
 def decoding_for(config, workdir, data_dir, charset, overrides=None):
-  """-> None for greedy decoding, else the keyword arguments of `train.evaluate(decoding=)`: beam
+  """-> None for greedy decoding, else the keyword arguments of `evaluate.evaluate(decoding=)`: beam
   search, with the workdir's character LM (built from `data_dir`'s training lines and saved as
   W/lm<order>.json on first use) when lm_weight != 0."""
   s = settings(config, overrides)

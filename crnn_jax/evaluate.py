@@ -18,6 +18,83 @@ import os
 import sys
 
 
+# ---- evaluation over a split (tf.data over the TFRecords; also train.py's periodic evaluation) --
+def pipeline_spec(config, local_batch_size):
+  from crnn_jax import input_pipeline
+  from crnn_jax.model import width_stride
+  return input_pipeline.PipelineSpec(
+      height=config.input.height, buckets=tuple(config.input.width_buckets),
+      stride=width_stride(config.model.conv_pools), max_label_length=config.input.max_label_length,
+      local_batch_size=local_batch_size)
+
+
+def variables_of(state):
+  """A train state (or its `train.inference_view`) -> the {"params", "batch_stats"} the reading
+  path's steps take."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def eval_batches(steps, config, data_dir, split, max_examples=None):
+  """Yields (host batch padded to eval.batch_size rows, number of real rows, images and frames
+  for `steps`) over a split.  Every process reads the whole split and feeds its own rows of each
+  global batch, so all processes see the same batches (same widths)."""
+  import jax
+  from crnn_jax import input_pipeline
+  n_proc, p = jax.process_count(), jax.process_index()
+  gb = config.eval.batch_size
+  lb = gb // n_proc
+  for raw in input_pipeline.eval_dataset(data_dir, pipeline_spec(config, gb), split, max_examples=max_examples):
+    b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
+    x, f = steps.put(b["image"][p * lb:(p + 1) * lb], b["frames"][p * lb:(p + 1) * lb])
+    yield b, int(b["weight"].sum()), (x, f)
+
+
+def evaluate(steps, variables, config, data_dir, split, charset, max_examples=None, keep_images=False,
+             decoding=None):
+  """Decodes a split with `steps` (`inference.Steps`) and `variables`; returns (metrics dict,
+  Accumulator, images as uint8 [H, w] crops, one per Accumulator row, when `keep_images`).
+
+  `decoding` None: greedy.  Else the keyword arguments of `decode.beam_batch` plus "topk": beam
+  search (with the LM it names); the metrics dict then also holds "greedy", the greedy reading of
+  the same outputs (the top-1 class per frame), for comparison.
+
+  All processes compute the same metrics (`eval_batches`).
+  """
+  import jax
+  import numpy as np
+  from crnn_jax.decode import beam_batch, greedy_batch
+  from crnn_jax.metrics import Accumulator
+  from crnn_jax.model import width_stride
+  stride = width_stride(config.model.conv_pools)
+  acc, acc_greedy = Accumulator(), Accumulator()
+  images = []
+  if decoding is not None:
+    decoding = dict(decoding)
+    step_fn = steps.topk(int(decoding.pop("topk")))
+  for b, n, (x, f) in eval_batches(steps, config, data_dir, split, max_examples):
+    refs = [t.decode() for t in b["text"][:n]]
+    fonts = [t.decode() for t in b["font"][:n]]
+    if decoding is None:
+      best = np.asarray(jax.device_get(steps.greedy(variables, x, f)[0]))
+      hyps = greedy_batch(best, b["frames"], charset)
+    else:
+      vals, ids, blank = (np.asarray(a) for a in jax.device_get(step_fn(variables, x, f)))
+      acc_greedy.add(refs, greedy_batch(ids[:n, :, 0], b["frames"][:n], charset)[:n], fonts)
+      hyps = beam_batch(vals[:n], ids[:n], blank[:n], b["frames"][:n], charset, **decoding)
+    acc.add(refs, hyps[:n], fonts)
+    if keep_images:
+      for i in range(n):
+        w = min(b["image"].shape[2], int(b["frames"][i]) * stride)
+        images.append((b["image"][i, :, :w, 0] * 255).round().astype(np.uint8))
+  res = acc.result()
+  acc.greedy = None
+  if decoding is not None:
+    acc.greedy = acc_greedy  # row by row beside acc's rows
+    g = acc_greedy.result()
+    res["greedy"] = {k: g[k] for k in ("n", "seq_acc", "cer", "one_minus_ned", "by_font") if k in g}
+  return res, acc, images
+
+
 def gallery(path, rows, font_path=None):
   """rows: (truth, prediction, font, edit distance, uint8 image) -> one PNG, a row each."""
   from PIL import Image, ImageDraw, ImageFont
@@ -77,27 +154,28 @@ def main(argv=None):
                   help="also write every example as reference<TAB>prediction<TAB>font<TAB>edit distance")
   args = ap.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from crnn_jax import decode, train, workdir as workdir_lib
+  from crnn_jax import decode, inference, mesh as mesh_lib
   from crnn_jax.charset import Charset
   from crnn_jax.errors import UserError
   try:
-    config, charset, compiled, state, step = workdir_lib.load(args.workdir, args.checkpoint, args.weights)
+    overrides = decoder_overrides(args)
+    reader = inference.load(args.workdir, args.checkpoint, args.weights, decoding=overrides,
+                            mesh=mesh_lib.make_mesh())
+    config, charset, step = reader.config, reader.charset, reader.step
     data = args.data or config.data_dir
     data_cs = Charset.read(data)
     if data_cs != charset:
       raise UserError(f"{data}/chinese.txt ({len(data_cs)} characters) differs from the character set "
                       f"{args.workdir} was trained with ({len(charset)}); evaluate on matching data")
-    overrides = decoder_overrides(args)
     # The LM belongs to the run: built from the data it trained on, whatever --data evaluates.
     decoding = decode.decoding_for(config, args.workdir, config.data_dir, charset, overrides)
-    res, acc, images = train.evaluate(compiled, state, config, data, args.split, charset,
-                                      max_examples=args.max_examples, keep_images=args.gallery > 0,
-                                      decoding=decoding)
+    res, acc, images = evaluate(reader.steps, reader.variables, config, data, args.split, charset,
+                                max_examples=args.max_examples, keep_images=args.gallery > 0,
+                                decoding=decoding)
   except UserError as e:
     print(f"crnn-eval: error: {e}", file=sys.stderr)
     return 2
-  weights = train.weights_in_use(state, args.weights)
-  res = {"workdir": args.workdir, "checkpoint_step": step, "weights": weights, "split": args.split, "data": data,
+  res = {"workdir": args.workdir, "checkpoint_step": step, "weights": reader.weights, "split": args.split, "data": data,
          "decoding": _describe(decode.settings(config, overrides)), **res}
   counts = train_char_counts(data)
   if counts is not None:

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crnn_jax.errors import UserError
+
 
 def _cell(g, c):
   """LSTM cell from pre-activations g [..., 4H] (gate order i, f, g, o; forget bias +1)."""
@@ -338,3 +340,28 @@ def height_stride(conv_pools) -> int:
   for ph, _ in conv_pools:
     s *= ph
   return s
+
+
+def from_config(config, num_classes: int) -> CRNN:
+  """The CRNN of `config.model` (checked against `config.input` and `config.train`) for `num_classes`
+  classes (the charset + the blank)."""
+  m = config.model
+  if height_stride(m.conv_pools) != config.input.height:
+    raise UserError(f"model.conv_pools reduce height {config.input.height} by {height_stride(m.conv_pools)}; "
+                    "the height pools must multiply to input.height (one row per frame)")
+  groups = m.get("bn_groups", 1)
+  if not isinstance(groups, int) or groups < 1 or config.train.batch_size % groups:
+    raise UserError(f"model.bn_groups={groups!r}: batch norm groups must be a whole number >= 1 that divides "
+                    f"train.batch_size={config.train.batch_size}")
+  for key, allowed in (("conv_impl", ("xla", "im2col", "im2col_first")),
+                       ("pool_impl", ("bn_fused", "reshape", "reduce_window")),
+                       ("lstm_impl", ("custom_vjp", "autodiff")),
+                       ("input_norm", ("none", "standardize"))):
+    if m.get(key, allowed[0]) not in allowed:
+      raise UserError(f"model.{key}={m.get(key)!r}: choose one of {', '.join(allowed)}")
+  return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
+              conv_pools=tuple(tuple(p) for p in m.conv_pools), lstm_hidden=m.lstm_hidden,
+              lstm_layers=m.lstm_layers, lstm_impl=m.get("lstm_impl", "custom_vjp"),
+              bn_groups=m.get("bn_groups", 1), dropout=m.dropout, shortcut=m.get("shortcut", False),
+              conv_impl=m.get("conv_impl", "xla"), pool_impl=m.get("pool_impl", "bn_fused"),
+              input_norm=m.get("input_norm", "none"), dtype=jnp.dtype(m.dtype))

@@ -23,12 +23,12 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from crnn_jax import checkpointing, compile_stats, input_pipeline, mesh as mesh_lib
+from crnn_jax import checkpointing, compile_stats, inference, input_pipeline, mesh as mesh_lib
+from crnn_jax.evaluate import evaluate, pipeline_spec, variables_of
 from crnn_jax.charset import Charset
-from crnn_jax.decode import beam_batch, greedy_batch
 from crnn_jax.errors import UserError
-from crnn_jax.metrics import Accumulator
-from crnn_jax.model import CRNN, height_stride, width_stride
+from crnn_jax import model as model_lib
+from crnn_jax.model import width_stride
 
 DEVICE_KEYS = ("image", "frames", "label", "label_len", "feasible", "weight")
 
@@ -68,27 +68,8 @@ def inference_view(state, weights="ema"):
   return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
 
 
-def make_model(config, num_classes: int) -> CRNN:
-  m = config.model
-  if height_stride(m.conv_pools) != config.input.height:
-    raise UserError(f"model.conv_pools reduce height {config.input.height} by {height_stride(m.conv_pools)}; "
-                    "the height pools must multiply to input.height (one row per frame)")
-  groups = m.get("bn_groups", 1)
-  if not isinstance(groups, int) or groups < 1 or config.train.batch_size % groups:
-    raise UserError(f"model.bn_groups={groups!r}: batch norm groups must be a whole number >= 1 that divides "
-                    f"train.batch_size={config.train.batch_size}")
-  for key, allowed in (("conv_impl", ("xla", "im2col", "im2col_first")),
-                       ("pool_impl", ("bn_fused", "reshape", "reduce_window")),
-                       ("lstm_impl", ("custom_vjp", "autodiff")),
-                       ("input_norm", ("none", "standardize"))):
-    if m.get(key, allowed[0]) not in allowed:
-      raise UserError(f"model.{key}={m.get(key)!r}: choose one of {', '.join(allowed)}")
-  return CRNN(num_classes=num_classes, conv_features=tuple(m.conv_features),
-              conv_pools=tuple(tuple(p) for p in m.conv_pools), lstm_hidden=m.lstm_hidden,
-              lstm_layers=m.lstm_layers, lstm_impl=m.get("lstm_impl", "custom_vjp"),
-              bn_groups=m.get("bn_groups", 1), dropout=m.dropout, shortcut=m.get("shortcut", False),
-              conv_impl=m.get("conv_impl", "xla"), pool_impl=m.get("pool_impl", "bn_fused"),
-              input_norm=m.get("input_norm", "none"), dtype=jnp.dtype(m.dtype))
+# The model is built where the reading path builds it (the inference core never imports this module).
+make_model = model_lib.from_config
 
 
 def learning_rate_fn(config):
@@ -224,31 +205,6 @@ def train_step(state, batch, *, model, tx, lr_fn, ema_decay=0.0, mesh=None, ctc_
   return new_state, metrics
 
 
-def class_argmax(logits):
-  """`jnp.argmax(logits, -1)` as int32 (the first maximum), as a max and a min of class indices:
-  two plain reductions that XLA's CPU backend vectorises, where argmax's (value, index) reduction
-  over 3,790 classes took ~45% of the inference step (BENCHMARKS.md, "Training step")."""
-  best = jnp.max(logits, axis=-1, keepdims=True)
-  k = logits.shape[-1]
-  ids = jnp.min(jnp.where(logits == best, jnp.arange(k, dtype=jnp.int32), k), axis=-1)
-  return jnp.minimum(ids, k - 1)  # a NaN row has no maximum: the last class, not out of range
-
-
-def predict_step(state, images, frames, *, model):
-  """Greedy path on device: argmax class per frame [B, T] int32 (collapse happens on the host)."""
-  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, frames, train=False)
-  return class_argmax(logits)
-
-
-def topk_step(state, images, frames, *, model, k):
-  """For beam search: the k best log-probabilities per frame and their classes [B, T, k], and
-  the blank's log-probability [B, T] (the host needs no [B, T, classes] array)."""
-  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, frames, train=False)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  vals, ids = jax.lax.top_k(logp, k)
-  return vals, ids.astype(jnp.int32), logp[..., 0]
-
-
 class Compiled:
   """The jitted steps for one model/optimizer on one mesh."""
 
@@ -276,21 +232,8 @@ class Compiled:
                         ctc_impl=ctc_impl)
     self.train_step = jax.jit(wrap(step_fn) if wrap else step_fn,
                               in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=donate)
-    # Outputs stay split over the devices in one process (`jax.device_get` assembles the rows on
-    # the host); replicating them was an all-gather, a sync point of ~15% of the CPU inference
-    # step (BENCHMARKS.md).  Several processes need them replicated: each reads every row.
-    self._out = dat if jax.process_count() == 1 else rep
-    self.predict_step = jax.jit(functools.partial(predict_step, model=model),
-                                in_shardings=(rep, dat, dat), out_shardings=self._out)
-    self._model, self._topk = model, {}
-
-  def topk_step(self, k):
-    """The jitted `topk_step` for k candidates per frame (compiled on first use)."""
-    if k not in self._topk:
-      rep, dat = mesh_lib.replicated(self.mesh), mesh_lib.data_sharded(self.mesh)
-      self._topk[k] = jax.jit(functools.partial(topk_step, model=self._model, k=k),
-                              in_shardings=(rep, dat, dat), out_shardings=self._out)
-    return self._topk[k]
+    # The reading path's jitted steps (greedy, top-K) for the periodic evaluation.
+    self.steps = inference.Steps(model, mesh)
 
   def abstract_with_shardings(self):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -303,68 +246,6 @@ def enable_compilation_cache(path):
   jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-# ---- evaluation ---------------------------------------------------------------------------
-def pipeline_spec(config, local_batch_size):
-  return input_pipeline.PipelineSpec(
-      height=config.input.height, buckets=tuple(config.input.width_buckets),
-      stride=width_stride(config.model.conv_pools), max_label_length=config.input.max_label_length,
-      local_batch_size=local_batch_size)
-
-
-def eval_batches(compiled, config, data_dir, split, max_examples=None):
-  """Yields (host batch padded to eval.batch_size rows, number of real rows, global device batch
-  of image/frames) over a split.  Every process reads the whole split and feeds its own rows of
-  each global batch, so all processes see the same batches (same widths)."""
-  n_proc, p = jax.process_count(), jax.process_index()
-  gb = config.eval.batch_size
-  lb = gb // n_proc
-  for raw in input_pipeline.eval_dataset(data_dir, pipeline_spec(config, gb), split, max_examples=max_examples):
-    b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
-    local = {k: b[k][p * lb:(p + 1) * lb] for k in ("image", "frames")}
-    yield b, int(b["weight"].sum()), mesh_lib.global_batch(local, compiled.mesh)
-
-
-def evaluate(compiled, state, config, data_dir, split, charset, max_examples=None, keep_images=False,
-             decoding=None):
-  """Decodes a split; returns (metrics dict, Accumulator, images as uint8 [H, w] crops, one per
-  Accumulator row, when `keep_images`).
-
-  `decoding` None: greedy.  Else the keyword arguments of `decode.beam_batch` plus "topk": beam
-  search (with the LM it names); the metrics dict then also holds "greedy", the greedy reading of
-  the same outputs (the top-1 class per frame), for comparison.
-
-  All processes compute the same metrics (`eval_batches`).
-  """
-  stride = width_stride(config.model.conv_pools)
-  acc, acc_greedy = Accumulator(), Accumulator()
-  images = []
-  if decoding is not None:
-    decoding = dict(decoding)
-    step_fn = compiled.topk_step(int(decoding.pop("topk")))
-  for b, n, g in eval_batches(compiled, config, data_dir, split, max_examples):
-    refs = [t.decode() for t in b["text"][:n]]
-    fonts = [f.decode() for f in b["font"][:n]]
-    if decoding is None:
-      best = np.asarray(jax.device_get(compiled.predict_step(state, g["image"], g["frames"])))
-      hyps = greedy_batch(best, b["frames"], charset)
-    else:
-      vals, ids, blank = (np.asarray(x) for x in jax.device_get(step_fn(state, g["image"], g["frames"])))
-      acc_greedy.add(refs, greedy_batch(ids[:n, :, 0], b["frames"][:n], charset)[:n], fonts)
-      hyps = beam_batch(vals[:n], ids[:n], blank[:n], b["frames"][:n], charset, **decoding)
-    acc.add(refs, hyps[:n], fonts)
-    if keep_images:
-      for i in range(n):
-        w = min(b["image"].shape[2], int(b["frames"][i]) * stride)
-        images.append((b["image"][i, :, :w, 0] * 255).round().astype(np.uint8))
-  res = acc.result()
-  acc.greedy = None
-  if decoding is not None:
-    acc.greedy = acc_greedy  # row by row beside acc's rows
-    g = acc_greedy.result()
-    res["greedy"] = {k: g[k] for k in ("n", "seq_acc", "cer", "one_minus_ned", "by_font") if k in g}
-  return res, acc, images
 
 
 # ---- the loop -----------------------------------------------------------------------------
@@ -642,7 +523,7 @@ def train_and_evaluate(config, workdir):
         # crnn-predict and the best checkpoint go by ("<split>_ema/..." in the metrics).
         final, line = {}, f"step {done}:"
         for weights, suffix in (("raw", ""),) + ((("ema", "_ema"),) if state.ema is not None else ()):
-          res, _, _ = evaluate(compiled, inference_view(state, weights), config, config.data_dir,
+          res, _, _ = evaluate(compiled.steps, variables_of(inference_view(state, weights)), config, config.data_dir,
                                config.eval.split, charset, max_examples=config.eval.max_examples)
           final.update({f"{config.eval.split}{suffix}/{k}": v for k, v in res.items() if isinstance(v, float)})
           line += f" {config.eval.split}{suffix} seq_acc {res['seq_acc']:.4f} cer {res['cer']:.4f}"
@@ -652,7 +533,7 @@ def train_and_evaluate(config, workdir):
         # crnn-eval uses; they are watched, not used to pick the best checkpoint.
         for data_dir, split in extra_evals:
           view = inference_view(state, "ema" if state.ema is not None else "raw")
-          res_x, _, _ = evaluate(compiled, view, config, data_dir, split, charset,
+          res_x, _, _ = evaluate(compiled.steps, variables_of(view), config, data_dir, split, charset,
                                  max_examples=config.eval.max_examples)
           final.update({f"{split}/{k}": v for k, v in res_x.items() if isinstance(v, float)})
           line += f" {split} seq_acc {res_x['seq_acc']:.4f}"

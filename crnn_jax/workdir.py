@@ -1,13 +1,5 @@
-"""Loading a trained model back from a workdir (config.json, chinese.txt, checkpoints)."""
-import json
-import os
-
-import jax
-import ml_collections
-
-from crnn_jax import checkpointing, mesh as mesh_lib
-from crnn_jax.charset import Charset
-from crnn_jax.errors import UserError
+"""The command-line flags that choose a workdir's checkpoint, weights and decoding (crnn-eval,
+crnn-predict, crnn-export, crnn-serve); `inference.load` takes what they give."""
 
 
 def add_checkpoint_flags(ap):
@@ -42,31 +34,3 @@ def add_decoder_flags(ap):
 def decoder_overrides(args):
   return {"decoder": args.decoder, "beam": args.beam, "lm_weight": args.lm_weight,
           "lm_order": args.lm_order, "length_bonus": args.length_bonus}
-
-
-def load(workdir, which="best", weights="ema"):
-  """-> (config, charset, compiled steps, state, step).  `which`: best | latest | a step number.  `weights`: "ema"
-  gives the state with the EMA weights in place of the raw ones when the run kept an EMA
-  (config.train.ema_decay > 0), "raw" the trained weights themselves."""
-  from crnn_jax import train
-  workdir = os.path.abspath(workdir)
-  cfg_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(cfg_path):
-    raise UserError(f"{workdir} is not a training workdir (no config.json); pass the --workdir of crnn-train")
-  config = ml_collections.ConfigDict(json.load(open(cfg_path, encoding="utf-8")))
-  charset = Charset.read(os.path.join(workdir, "chinese.txt"))
-  model = train.make_model(config, charset.num_classes)
-  compiled = train.Compiled(config, model, train.make_optimizer(config), mesh_lib.make_mesh())
-  latest, best = checkpointing.managers(workdir, config)
-  if str(which).isdigit():
-    manager, step = latest, int(which)
-    if step not in latest.all_steps():
-      raise UserError(f"{workdir} keeps no checkpoint of step {step}; it keeps steps "
-                      f"{sorted(latest.all_steps()) or 'none'} (train.keep_checkpoints sets how many)")
-  else:
-    manager = best if which == "best" and best.latest_step() is not None else latest
-    step = manager.best_step() if manager is best else manager.latest_step()
-  if step is None:
-    raise UserError(f"{workdir} holds no checkpoint yet")
-  state = checkpointing.restore(manager, compiled.abstract_with_shardings(), step)
-  return config, charset, compiled, train.inference_view(state, weights), int(step)

@@ -67,6 +67,18 @@ def overfit_data(tmp_path_factory):
   return out
 
 
+@pytest.fixture(scope="session")
+def reading_workdir(overfit_data, tmp_path_factory):
+  """configs/tiny.py trained on the six lines until it reads most of them (250 steps, with an EMA):
+  the workdir the reading path, the exports and the server are tested on."""
+  from crnn_jax import train
+  wd = tmp_path_factory.mktemp("reading") / "wd"
+  train.train_and_evaluate(tiny_config(overfit_data, **{
+      "train.num_steps": 250, "train.eval_every": 250, "train.checkpoint_every": 250, "train.ema_decay": 0.9,
+      "optimizer.learning_rate": 1e-2, "eval.max_examples": 16}), str(wd))
+  return wd
+
+
 def tiny_config(data_dir, **overrides):
   """configs/tiny.py on `data_dir`, evaluated on its train split, with dotted-key overrides."""
   from configs import tiny

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from crnn_jax import train
+from crnn_jax import inference, train
 from crnn_jax.errors import UserError
 from crnn_jax.model import (CRNN, BiLSTM, Conv3x3, GroupBatchNorm, lstm_recurrence, lstm_recurrence_reference,
                              max_pool, standardize_images)
@@ -184,9 +184,9 @@ def test_bn_groups_must_divide_the_batch():
 def test_class_argmax_is_jnp_argmax():
   x = _rand(14, (3, 5, 40))
   x = x.at[0, 0, 7].set(9.0).at[0, 0, 3].set(9.0)  # a tie: the first index wins, as in argmax
-  np.testing.assert_array_equal(train.class_argmax(x), jnp.argmax(x, -1))
-  assert train.class_argmax(x).dtype == jnp.int32
-  assert int(train.class_argmax(x.at[1, 1].set(jnp.nan))[1, 1]) == 39  # NaN row: in range
+  np.testing.assert_array_equal(inference.class_argmax(x), jnp.argmax(x, -1))
+  assert inference.class_argmax(x).dtype == jnp.int32
+  assert int(inference.class_argmax(x.at[1, 1].set(jnp.nan))[1, 1]) == 39  # NaN row: in range
 
 
 def test_standardize_images_uses_only_the_line_columns():

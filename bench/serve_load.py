@@ -1,0 +1,173 @@
+"""Load on crnn-serve: 1, 4, 16, 64 concurrent clients -> throughput, latency percentiles, errors.
+
+    python bench/serve_load.py --workdir runs/poem_cpu [--data D --split test] [--seconds 20] \
+        [--levels 1,4,16,64] [--write BENCHMARKS.md]
+
+First, alone: the bare model in this process (the inference core, greedy, as crnn-predict reads):
+its batched throughput over the same images (eval.batch_size rows per batch) and its 1-image
+latency (preprocess + model + decode, median).  Then crnn-serve starts on a free loopback port
+(the run's own decoding unless --decoder) and each level runs for --seconds: every client (a thread
+with its own keep-alive httpx connection) POSTs one image's bytes to /service, waits for the text,
+and sends the next.  Throughput = answered requests / seconds; latency = request to response on the
+client.  The server and the clients share this machine's cores (loopback only).
+Targets (issue 19): at 16 clients >= 70% of the batched throughput with 0 errors; 1 client's p50
+<= 2x the bare model's 1-image latency.
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+BEGIN, END = "<!-- serve-load:begin -->", "<!-- serve-load:end -->"
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def bare_model(workdir, raw, decoder, repeats=3, single=50):
+  from crnn_jax import inference
+  reader = inference.load(workdir, decoding={"decoder": decoder} if decoder else None)
+  rows = [reader.prepare(b) for b in raw]
+  reader.read_prepared(rows)  # compile every bucket and batch size used
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    reader.read_prepared(rows)
+    times.append(time.perf_counter() - t)
+  for b in raw[:10]:
+    reader.read([b])
+  lat = []
+  for b in raw[:single]:
+    t = time.perf_counter()
+    reader.read([b])  # decode + preprocess + model + CTC decoding, one image
+    lat.append(time.perf_counter() - t)
+  return len(raw) / statistics.median(times), statistics.median(lat), reader.settings["decoder"], reader.step
+
+
+def load_level(url, raw, clients, seconds):
+  import httpx
+  stop = time.perf_counter() + seconds
+  lat, codes, lock = [], {}, threading.Lock()
+
+  def client(k):
+    with httpx.Client(timeout=120) as c:
+      i = k
+      while time.perf_counter() < stop:
+        t = time.perf_counter()
+        try:
+          code = c.post(url + "/service", content=raw[i % len(raw)]).status_code
+        except httpx.HTTPError as e:
+          code = type(e).__name__
+        dt = time.perf_counter() - t
+        with lock:
+          codes[code] = codes.get(code, 0) + 1
+          if code == 200:
+            lat.append(dt)
+        i += clients
+
+  t0 = time.perf_counter()
+  threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  elapsed = time.perf_counter() - t0
+  ok = codes.get(200, 0)
+  q = np.quantile(lat, [0.5, 0.95, 0.99]) * 1e3 if lat else [float("nan")] * 3
+  return {"clients": clients, "seconds": round(elapsed, 1), "ok": ok, "errors": sum(codes.values()) - ok,
+          "codes": {str(k): v for k, v in codes.items()}, "req_s": ok / elapsed,
+          "p50_ms": float(q[0]), "p95_ms": float(q[1]), "p99_ms": float(q[2])}
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--workdir", required=True)
+  ap.add_argument("--data", default=None)
+  ap.add_argument("--split", default="test")
+  ap.add_argument("--n", type=int, default=256)
+  ap.add_argument("--seconds", type=float, default=20.0)
+  ap.add_argument("--levels", default="1,4,16,64")
+  ap.add_argument("--decoder", default="greedy", help="the server's decoding (greedy: the model alone)")
+  ap.add_argument("--max-wait-ms", type=float, default=5.0)
+  ap.add_argument("--unbatched", action=argparse.BooleanOptionalAction, default=True,
+                  help="also 16 clients against a server reading one request at a time (--max-batch 1)")
+  ap.add_argument("--write", default=None)
+  args = ap.parse_args(argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from bench.export_bench import load_split
+  from crnn_jax.inference import read_config
+  data = args.data or read_config(args.workdir).data_dir
+  raw = [b for b, _ in load_split(data, args.split, args.n)]
+  base_ips, base_lat, decoder, step = bare_model(args.workdir, raw, args.decoder)
+  print(f"bare model: {base_ips:.0f} img/s batched, {1e3 * base_lat:.1f} ms for one image", flush=True)
+  results = run_server(args, raw, decoder, [int(x) for x in args.levels.split(",")], [])
+  # One by one: the same server reading each request alone (--max-batch 1), at 16 clients.
+  unbatched = run_server(args, raw, decoder, [16], ["--max-batch", "1"])[0] if args.unbatched else None
+  lines = [BEGIN, "",
+           f"`python bench/serve_load.py --workdir {args.workdir} --data {data} --split {args.split} --seconds "
+           f"{args.seconds:g}` (checkpoint step {step}, {decoder} decoding, {len(raw)} different images cycled, "
+           f"`--max-wait-ms {args.max_wait_ms:g}`). The bare model in one process, alone: **{base_ips:.0f} images/s** "
+           f"batched, **{1e3 * base_lat:.1f} ms** for one image.", "",
+           "| clients | requests/s | vs batched bare model | p50 ms | p95 ms | p99 ms | errors |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+  for r in results + ([dict(unbatched, clients="16, one by one (`--max-batch 1`)")] if unbatched else []):
+    lines.append(f"| {r['clients']} | {r['req_s']:.1f} | {100 * r['req_s'] / base_ips:.0f}% | {r['p50_ms']:.1f} | "
+                 f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |")
+  by = {r["clients"]: r for r in results}
+  if 16 in by and 1 in by:
+    lines += ["", f"Targets: 16 clients at {100 * by[16]['req_s'] / base_ips:.0f}% of the batched throughput "
+                  f"(target >= 70%) with {by[16]['errors']} errors; 1 client's p50 {by[1]['p50_ms']:.1f} ms = "
+                  f"{by[1]['p50_ms'] / (1e3 * base_lat):.2f}x the bare 1-image latency (target <= 2x)."]
+    if unbatched:
+      lines[-1] += f" Dynamic batching at 16 clients: {by[16]['req_s'] / unbatched['req_s']:.2f}x one by one."
+  lines += ["", END]
+  from bench.markdown import emit
+  emit(lines, args.write, BEGIN, END, "Serving under load")
+
+
+def run_server(args, raw, decoder, levels, extra):
+  import httpx
+  port = free_port()
+  url = f"http://127.0.0.1:{port}"
+  proc = subprocess.Popen([sys.executable, "-m", "crnn_jax.serve", "--workdir", args.workdir, "--port", str(port),
+                           "--decoder", decoder, "--max-wait-ms", str(args.max_wait_ms), *extra],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    t = time.time()
+    while True:
+      if proc.poll() is not None:
+        raise SystemExit("crnn-serve exited: " + proc.stderr.read()[-3000:])
+      try:
+        if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+          break
+      except httpx.TransportError:
+        pass
+      if time.time() - t > 600:
+        raise SystemExit("crnn-serve not ready after 600 s")
+      time.sleep(1)
+    load_level(url, raw, 16, 5.0)  # warm: the batch sizes concurrency makes compile here
+    results = []
+    for c in levels:
+      r = load_level(url, raw, c, args.seconds)
+      results.append(r)
+      print(json.dumps(dict(r, extra=extra)), flush=True)
+  finally:
+    proc.terminate()
+    proc.wait(60)
+  return results
+
+
+if __name__ == "__main__":
+  main()
