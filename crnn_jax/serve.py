@@ -39,6 +39,19 @@ import time
 log = logging.getLogger("crnn_jax.serve")
 
 PAGE = pathlib.Path(__file__).with_name("web") / "index.html"
+PAGE_FONT = "NotoSansCJKsc-Regular-subset.otf"  # datagen's bundled font (OFL), served to the page as a web font
+
+
+def page_font():
+  """The bundled CJK font file the web page draws its text with (GET /font.otf), found beside
+  datagen's package without importing it; None when datagen's fonts are not installed (the page
+  then falls back to the browser's fonts)."""
+  import importlib.util
+  spec = importlib.util.find_spec("datagen")
+  if spec is None or spec.origin is None:
+    return None
+  path = pathlib.Path(spec.origin).parent / "fonts" / PAGE_FONT
+  return path if path.exists() else None
 
 
 @dataclasses.dataclass
@@ -100,6 +113,7 @@ class Batcher:
     self.reader, self.max_batch, self.max_wait_s = reader, max_batch, max_wait_s
     self.queue = asyncio.Queue(maxsize=max_queue)
     self.metrics = metrics
+    self.arriving = 0  # requests being read and preprocessed: the batch waits only when some are
     self.device = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="crnn-device")
     self._task = None
 
@@ -133,6 +147,8 @@ class Batcher:
       batch, n = [first], len(first.rows)
       deadline = loop.time() + self.max_wait_s
       while n < self.max_batch:
+        if self.queue.empty() and self.arriving == 0:
+          break  # nothing else on its way: waiting would only add latency
         left = deadline - loop.time()
         try:
           item = self.queue.get_nowait() if left <= 0 else await asyncio.wait_for(self.queue.get(), left)
@@ -180,7 +196,7 @@ def create_app(reader, limits=None, max_batch=32, max_wait_ms=5.0, warm=True, mo
   import contextlib
   from starlette.applications import Starlette
   from starlette.formparsers import MultiPartParser
-  from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+  from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
   from starlette.routing import Route
   from crnn_jax import inference
 
@@ -226,11 +242,15 @@ def create_app(reader, limits=None, max_batch=32, max_wait_ms=5.0, warm=True, mo
       raise HTTPError(422, f"{len(blobs)} images in one request, over the limit of {limits.max_images}")
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
-    rows = await loop.run_in_executor(pool, prepare, blobs)
-    t1 = time.perf_counter()
-    if not state["ready"]:
-      raise HTTPError(503, "the model is still loading", {"Retry-After": "5"})
-    fut = batcher.submit(rows, decoder, alternatives)
+    batcher.arriving += 1
+    try:
+      rows = await loop.run_in_executor(pool, prepare, blobs)
+      t1 = time.perf_counter()
+      if not state["ready"]:
+        raise HTTPError(503, "the model is still loading", {"Retry-After": "5"})
+      fut = batcher.submit(rows, decoder, alternatives)
+    finally:
+      batcher.arriving -= 1
     try:
       readings, batch_rows = await asyncio.wait_for(asyncio.shield(fut), limits.request_timeout_s)
     except asyncio.TimeoutError:
@@ -339,6 +359,13 @@ def create_app(reader, limits=None, max_batch=32, max_wait_ms=5.0, warm=True, mo
   async def page(request):
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
+  font_path = page_font()
+
+  async def font(request):
+    if font_path is None:
+      return JSONResponse({"error": "no bundled font installed", "status": 404}, 404)
+    return FileResponse(font_path, media_type="font/otf", headers={"Cache-Control": "public, max-age=86400"})
+
   async def startup():
     batcher.start()
     if warm:
@@ -348,8 +375,16 @@ def create_app(reader, limits=None, max_batch=32, max_wait_ms=5.0, warm=True, mo
       loop = asyncio.get_running_loop()
 
       def warmup():
+        t = time.perf_counter()
+        sizes = sorted({reader.batch_rows(n) for n in range(1, max_batch + 1)})
         for b in reader.buckets:
-          reader.read_prepared([np.full((reader.height, b), 0.5, np.float32)], decoder="greedy")
+          for n in sizes:
+            reader.read_prepared([np.full((reader.height, b), 0.5, np.float32)] * n, decoder="greedy")
+        if reader.settings["decoder"] == "beam":  # the default decoding: its step at 1 row too
+          for b in reader.buckets:
+            reader.read_prepared([np.full((reader.height, b), 0.5, np.float32)], decoder="beam")
+        log.info("compiled the greedy step for %d widths x batch rows %s in %.1f s", len(reader.buckets), sizes,
+                 time.perf_counter() - t)
       await loop.run_in_executor(batcher.device, warmup)
     state["ready"] = True
     log.info("ready: step %s, buckets %s", reader.step, reader.buckets)
@@ -368,7 +403,7 @@ def create_app(reader, limits=None, max_batch=32, max_wait_ms=5.0, warm=True, mo
       await shutdown()
 
   app = Starlette(routes=[
-      Route("/", page), Route("/healthz", healthz), Route("/readyz", readyz),
+      Route("/", page), Route("/font.otf", font), Route("/healthz", healthz), Route("/readyz", readyz),
       Route("/metrics", metrics_endpoint), Route("/service", service, methods=["POST"]),
       Route("/v1/recognize", recognize, methods=["POST"])], lifespan=lifespan)
   app.state.metrics, app.state.batcher = metrics, batcher

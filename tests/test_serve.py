@@ -114,6 +114,8 @@ def test_json_api_multipart_and_base64(server, reading_workdir, lines, expected)
   assert [x["text"] for x in r.json()["results"]] == beam
   for path in ("/healthz", "/readyz"):
     assert httpx.get(server.url + path).status_code == 200
+  font = httpx.get(server.url + "/font.otf")  # the page's CJK web font, served locally (no CDN)
+  assert font.status_code == 200 and font.headers["content-type"] == "font/otf" and len(font.content) > 100_000
 
 
 def _metric(text, name):
