@@ -46,6 +46,10 @@ batches = np.load(sys.argv[2])
 for i in range(len(batches.files) // 2):
   logits = m.signatures["logits"](images=batches[f"x{i}"], frames=batches[f"f{i}"])["logits"].numpy()
   print(json.dumps({"logits": logits.tolist()}))
+pix = np.load(sys.argv[2].replace(".npz", "_pixels.npz"))
+out = m.signatures["pixels"](images=pix["images"], widths=pix["widths"])
+for t in out["text"].numpy():
+  print(json.dumps({"pixels_text": t.decode()}))
 """,
 }
 GUARD = "\nassert not [m for m in sys.modules if m.startswith('crnn_jax')], 'imported crnn_jax'\n"
@@ -103,6 +107,12 @@ def test_each_artifact_reads_as_crnn_predict_greedy(exported, overfit_data, tmp_
     batches[f"x{j}"], batches[f"f{j}"] = images, frames
     rows.append((idx, frames, np.asarray(reader.steps.logits(reader.variables, images, frames))))
   np.savez(tmp_path / "batches.npz", **batches)
+  # the SavedModel's `pixels` signature: uint8 lines already at the model height, right-padded, + widths
+  grey = [np.round(x * 255).astype(np.uint8) for x in inputs]
+  pix = np.zeros((len(grey), reader.height, max(g.shape[1] for g in grey), 1), np.uint8)
+  for i, g in enumerate(grey):
+    pix[i, :, :g.shape[1], 0] = g
+  np.savez(tmp_path / "batches_pixels.npz", images=pix, widths=np.array([g.shape[1] for g in grey], np.int32))
   got = _run(fmt, out, tmp_path / "batches.npz", paths)
   texts = [g for g in got if "text" in g]
   logits = [np.asarray(g["logits"], np.float32) for g in got if "logits" in g]
@@ -116,6 +126,7 @@ def test_each_artifact_reads_as_crnn_predict_greedy(exported, overfit_data, tmp_
       assert greedy_batch(lg[r:r + 1].argmax(-1), frames[r:r + 1], reader.charset)[0] == mine[idx[r]].text
   if fmt == "savedmodel":  # greedy decoding inside the graph, from the encoded bytes
     assert [t["text"] for t in texts] == [r.text for r in mine]
+    assert [g["pixels_text"] for g in got if "pixels_text" in g] == [r.text for r in reader.read(grey)]
     for t, r in zip(texts, mine):
       assert abs(t["confidence"] - r.confidence) < 1e-4
       np.testing.assert_allclose(t["char_confidences"], r.char_confidences, atol=1e-4)
