@@ -16,7 +16,6 @@ Targets (issue 19): at 16 clients >= 70% of the batched throughput with 0 errors
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,12 +27,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BEGIN, END = "<!-- serve-load:begin -->", "<!-- serve-load:end -->"
-
-
-def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def bare_model(workdir, raw, decoder, repeats=3, single=50):
@@ -138,25 +131,11 @@ def main(argv=None):
 
 
 def run_server(args, raw, decoder, levels, extra):
-  import httpx
-  port = free_port()
-  url = f"http://127.0.0.1:{port}"
-  proc = subprocess.Popen([sys.executable, "-m", "crnn_jax.serve", "--workdir", args.workdir, "--port", str(port),
-                           "--decoder", decoder, "--max-wait-ms", str(args.max_wait_ms), *extra],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  from crnn_jax import serve
+  proc, url = serve.spawn("--workdir", args.workdir, "--decoder", decoder, "--max-wait-ms", args.max_wait_ms, *extra,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   try:
-    t = time.time()
-    while True:
-      if proc.poll() is not None:
-        raise SystemExit("crnn-serve exited: " + proc.stderr.read()[-3000:])
-      try:
-        if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-          break
-      except httpx.TransportError:
-        pass
-      if time.time() - t > 600:
-        raise SystemExit("crnn-serve not ready after 600 s")
-      time.sleep(1)
+    serve.wait_ready(proc, url, why=lambda: proc.stderr.read()[-3000:].decode(errors="replace"))
     load_level(url, raw, 16, 5.0)  # warm: the batch sizes concurrency makes compile here
     results = []
     for c in levels:

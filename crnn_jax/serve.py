@@ -410,6 +410,41 @@ def create_app(reader, limits=None, max_batch=32, max_wait_ms=5.0, warm=True, mo
   return app
 
 
+# ---- a local server in a subprocess (tests, benchmarks, the README's screenshot) --------------
+def free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def spawn(*args, stdout=None, stderr=None):
+  """`crnn-serve ARGS` (e.g. "--workdir", W) on a free loopback port -> (process, base url)."""
+  import subprocess
+  port = free_port()
+  proc = subprocess.Popen([sys.executable, "-m", "crnn_jax.serve", *map(str, args), "--port", str(port)],
+                          stdout=stdout, stderr=stderr)
+  return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc, url, timeout=600, why=lambda: ""):
+  """Polls GET /readyz until 200; raises RuntimeError (with `why()`) if the process exits or time runs out."""
+  import urllib.error
+  import urllib.request
+  t = time.time()
+  while time.time() - t < timeout:
+    if proc.poll() is not None:
+      raise RuntimeError(f"crnn-serve exited with status {proc.returncode}: {why()}")
+    try:
+      with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+        if r.status == 200:
+          return
+    except (urllib.error.URLError, OSError):
+      pass
+    time.sleep(0.5)
+  raise RuntimeError(f"crnn-serve not ready after {timeout} s: {why()}")
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(prog="crnn-serve", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,10 +7,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -18,39 +16,17 @@ import zlib
 import httpx
 import pytest
 
-from crnn_jax import inference
+from crnn_jax import inference, serve
 
 from conftest import why
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 class Server:
   def __init__(self, workdir, tmp_path, *flags, ready=True, source="--workdir"):
-    self.port = _free_port()
-    self.url = f"http://127.0.0.1:{self.port}"
-    self.log = tmp_path / f"serve_{self.port}.log"
-    self.proc = subprocess.Popen(
-        [sys.executable, "-m", "crnn_jax.serve", source, str(workdir), "--port", str(self.port), *flags],
-        stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+    self.log = tmp_path / f"serve_{time.monotonic_ns()}.log"
+    self.proc, self.url = serve.spawn(source, workdir, *flags, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
     if ready:
-      self.wait_ready()
-
-  def wait_ready(self, timeout=300):
-    t = time.time()
-    while time.time() - t < timeout:
-      assert self.proc.poll() is None, why(self.log.read_text())
-      try:
-        if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-          return
-      except httpx.TransportError:
-        pass
-      time.sleep(0.5)
-    raise AssertionError("server not ready: " + why(self.log.read_text()))
+      serve.wait_ready(self.proc, self.url, timeout=300, why=lambda: why(self.log.read_text()))
 
   def stop(self):
     if self.proc.poll() is None:

@@ -7,10 +7,6 @@ page in headless chromium, upload an image, wait for the text, save a screenshot
 import argparse
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 
 def main(argv=None):
@@ -20,24 +16,14 @@ def main(argv=None):
   ap.add_argument("--out", default="docs/serve_page.png")
   ap.add_argument("--alternatives", type=int, default=3)
   args = ap.parse_args(argv)
-  import httpx
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
   from selenium.webdriver.common.by import By
   from selenium.webdriver.support.ui import WebDriverWait
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  url = f"http://127.0.0.1:{port}"
-  proc = subprocess.Popen([sys.executable, "-m", "crnn_jax.serve", "--workdir", args.workdir, "--port", str(port)])
+  from crnn_jax import serve
+  proc, url = serve.spawn("--workdir", args.workdir)
   try:
-    for _ in range(600):
-      try:
-        if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-          break
-      except httpx.TransportError:
-        pass
-      time.sleep(1)
+    serve.wait_ready(proc, url)
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=900,620", "--hide-scrollbars"):
