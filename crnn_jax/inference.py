@@ -51,6 +51,10 @@ FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF")
 # Widths above the largest bucket are rounded up to a multiple of this (pixels at input.height),
 # so that lines of similar lengths share one compiled shape.
 EXTRA_BUCKET_STEP = 128
+# What one device call costs beyond its rows, in rows x pixels of width: on a 2-core CPU a call
+# costs ~3 ms more than its rows, and a 160-px row ~3 ms (BENCHMARKS.md, "Serving under load").
+# `Reader.plan` merges neighbouring width buckets into one call when that is cheaper.
+CALL_COST_PX = 160
 
 
 class ImageError(ValueError):
@@ -144,8 +148,9 @@ def _array_to_gray(a):
   return g
 
 
+@functools.lru_cache(maxsize=1024)
 def _triangle_weights(in_size, out_size):
-  """[out_size, in_size] float32 weights of tf.image.resize(antialias=True) with the bilinear
+  """[out_size, in_size] float32 weights (cached, read-only: lines of one height or width share them) of tf.image.resize(antialias=True) with the bilinear
   (triangle) kernel, computed in float32 as TensorFlow's ScaleAndTranslate computes them: sample i
   sits at (i + 0.5) / scale with scale = out / in; the kernel widens by 1 / scale when shrinking;
   each row is normalised to sum 1."""
@@ -159,7 +164,9 @@ def _triangle_weights(in_size, out_size):
   total = w.sum(1, keepdims=True, dtype=f32)
   w = np.where(np.abs(total) >= 1000 * np.finfo(f32).tiny, w * (f32(1.0) / np.where(total != 0, total, 1)), 0)
   inside = (sample >= 0) & (sample <= in_size)
-  return np.where(inside[:, None], w, 0).astype(f32)
+  w = np.where(inside[:, None], w, 0).astype(f32)
+  w.flags.writeable = False
+  return w
 
 
 def resized_width(h, w, height, stride):
@@ -340,25 +347,49 @@ class Reader:
     d = self.steps.devices
     return max(d, -(-rows // d) * d)
 
-  def batches(self, inputs):
-    """float32 [height, w] lines -> yields (indices, images [B, H, W, 1], frames [B]) by bucket,
-    padded rows last (frames 1, images 0).  Each line is padded on the right with its mean grey,
-    as the tf.data path pads."""
-    by_bucket = {}
-    for i, x in enumerate(inputs):
-      by_bucket.setdefault(self.bucket(x.shape[1]), []).append(i)
-    for width, idx in sorted(by_bucket.items()):
-      for s in range(0, len(idx), self.max_batch):
-        chunk = idx[s:s + self.max_batch]
-        rows = self.batch_rows(len(chunk))
-        images = np.zeros((rows, self.height, width, 1), np.float32)
-        frames = np.ones((rows,), np.int32)
-        for r, i in enumerate(chunk):
-          x = inputs[i]
-          images[r, :, :x.shape[1], 0] = x
-          images[r, :, x.shape[1]:, 0] = x.mean(dtype=np.float32)
-          frames[r] = x.shape[1] // self.stride
-        yield chunk, images, frames
+  def plan(self, inputs, merge=True):
+    """float32 [height, w] lines -> [(indices, padded width)], one device call each.
+    merge=False: one call per width bucket (chunks of eval.batch_size).  merge=True: lines sorted by
+    bucket are cut into runs that minimise the estimated cost, CALL_COST_PX per call plus rows x width
+    of each call (rows padded to `batch_rows`): a few lines of neighbouring buckets are read in one
+    call at the widest of their widths rather than in several calls of one or two rows.  A line reads
+    the same in a wider call (each line is padded with its own mean grey and masked to its length)."""
+    width = [self.bucket(x.shape[1]) for x in inputs]
+    order = sorted(range(len(inputs)), key=lambda i: (width[i], i))
+    if not merge:
+      by_bucket = {}
+      for i in order:
+        by_bucket.setdefault(width[i], []).append(i)
+      return [(idx[s:s + self.max_batch], w) for w, idx in by_bucket.items()
+              for s in range(0, len(idx), self.max_batch)]
+    n = len(order)
+    best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
+    for j in range(1, n + 1):  # best[j]: the cheapest plan for the j narrowest lines
+      w = width[order[j - 1]]
+      for i in range(max(0, j - self.max_batch), j):
+        c = best[i] + CALL_COST_PX + self.batch_rows(j - i) * w
+        if c < best[j]:
+          best[j], cut[j] = c, i
+    groups, j = [], n
+    while j > 0:
+      groups.append((order[cut[j]:j], width[order[j - 1]]))
+      j = cut[j]
+    return groups[::-1]
+
+  def batches(self, inputs, merge=True):
+    """float32 [height, w] lines -> yields (indices, images [B, H, W, 1], frames [B]), one per call
+    of `plan`, padded rows last (frames 1, images 0).  Each line is padded on the right with its mean
+    grey, as the tf.data path pads."""
+    for chunk, width in self.plan(inputs, merge):
+      rows = self.batch_rows(len(chunk))
+      images = np.zeros((rows, self.height, width, 1), np.float32)
+      frames = np.ones((rows,), np.int32)
+      for r, i in enumerate(chunk):
+        x = inputs[i]
+        images[r, :, :x.shape[1], 0] = x
+        images[r, :, x.shape[1]:, 0] = x.mean(dtype=np.float32)
+        frames[r] = x.shape[1] // self.stride
+      yield chunk, images, frames
 
   # -- reading
   def decoder_name(self, decoder=None):
@@ -379,8 +410,8 @@ class Reader:
       r.timing_ms["preprocess"] = pre_ms
     return out
 
-  def read_prepared(self, inputs, decoder=None, alternatives=0):
-    """float32 [height, w] rows -> a Reading each (see `read`)."""
+  def read_prepared(self, inputs, decoder=None, alternatives=0, merge=True):
+    """float32 [height, w] rows -> a Reading each (see `read`; `merge`: see `plan`)."""
     decoder = decoder or self.settings["decoder"]
     if decoder not in ("greedy", "beam"):
       raise UserError(f"decoder {decoder!r} is not one of greedy, beam")
@@ -392,7 +423,7 @@ class Reader:
                "lm": self.lm if decoder == "beam" else None, "lm_weight": float(self.settings["lm_weight"]),
                "length_bonus": float(self.settings["length_bonus"])}
     plain_kw = dict(beam_kw, lm=None, lm_weight=0.0, length_bonus=0.0)
-    for chunk, images, frames in self.batches(inputs):
+    for chunk, images, frames in self.batches(inputs, merge):
       t0 = time.perf_counter()
       x, f = self.steps.put(images, frames)
       if use_topk:
@@ -432,11 +463,11 @@ class Reader:
                             "decode": (t2 - t1) * 1e3 / len(chunk)}
     return out
 
-  def logits(self, inputs):
+  def logits(self, inputs, merge=True):
     """float32 [height, w] rows -> their logits, [frames, classes] float32 each (for comparing
     exported models with this one)."""
     out = [None] * len(inputs)
-    for chunk, images, frames in self.batches(inputs):
+    for chunk, images, frames in self.batches(inputs, merge):
       x, f = self.steps.put(images, frames)
       lg = np.asarray(jax.device_get(self.steps.logits(self.variables, x, f)))
       for r, i in enumerate(chunk):

@@ -36,9 +36,11 @@ def main(argv=None):
   ap = argparse.ArgumentParser(prog="crnn-predict", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
-  from crnn_jax.workdir import add_checkpoint_flags, add_decoder_flags, decoder_overrides
+  from crnn_jax.workdir import (add_checkpoint_flags, add_decoder_flags, add_device_flags, decoder_overrides,
+                                 reading_mesh, setup_cpu_devices)
   add_checkpoint_flags(ap)
   add_decoder_flags(ap)
+  add_device_flags(ap)
   ap.add_argument("--format", choices=("tsv", "jsonl"), default="tsv")
   ap.add_argument("--alternatives", type=int, default=0, metavar="K",
                   help="also the K best texts of the beam search, each with its share (jsonl)")
@@ -48,10 +50,12 @@ def main(argv=None):
   if args.alternatives < 0:
     ap.error("--alternatives must be >= 0")
   logging.basicConfig(level=logging.WARNING, format="crnn-predict: %(message)s")
+  setup_cpu_devices(args.cpu_devices)
   from crnn_jax import inference
   from crnn_jax.errors import UserError
   try:
-    reader = inference.load(args.workdir, args.checkpoint, args.weights, decoding=decoder_overrides(args))
+    reader = inference.load(args.workdir, args.checkpoint, args.weights, decoding=decoder_overrides(args),
+                            mesh=reading_mesh())
   except UserError as e:
     print(f"crnn-predict: error: {e}", file=sys.stderr)
     return 2

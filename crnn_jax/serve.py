@@ -105,9 +105,11 @@ class _Item:
 
 
 class Batcher:
-  """Gathers queued requests into device batches: the first waiting request opens a batch, which
-  takes whatever else arrives within `max_wait_s`, up to `max_batch` lines; the model runs in one
-  worker thread (the device is used by one batch at a time)."""
+  """Gathers queued requests into device batches: when the device is free, the first waiting
+  request opens a batch, which takes what else is queued and, while requests are still being read
+  and preprocessed, waits for them (at most `max_wait_s`), up to `max_batch` lines; the model runs
+  in one worker thread (the device is used by one batch at a time).  Under steady load this
+  pipelines: the requests answered by one batch are preprocessed while the next one runs."""
 
   def __init__(self, reader, max_batch, max_wait_s, max_queue, metrics):
     self.reader, self.max_batch, self.max_wait_s = reader, max_batch, max_wait_s
@@ -205,7 +207,7 @@ def create_app(reader, limits=None, max_batch=32, max_wait_ms=5.0, warm=True, mo
   state = {"ready": False}
   pool = concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="crnn-decode")
   batcher = Batcher(reader, max_batch, max_wait_ms / 1e3, limits.max_queue, metrics)
-  info = dict(model_info or {}, step=reader.step, weights=reader.weights,
+  info = dict(model_info or {}, step=reader.step, weights=reader.weights, devices=reader.steps.devices,
               default_decoder=reader.settings["decoder"])
 
   def prepare(blobs):
@@ -451,9 +453,11 @@ def main(argv=None):
   src = ap.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="a training workdir (its best checkpoint's EMA weights, its decoding)")
   src.add_argument("--model", help="crnn-export's output folder (its StableHLO model; greedy or beam without LM)")
-  from crnn_jax.workdir import add_checkpoint_flags, add_decoder_flags, decoder_overrides
+  from crnn_jax.workdir import (add_checkpoint_flags, add_decoder_flags, add_device_flags, decoder_overrides,
+                                 reading_mesh, setup_cpu_devices)
   add_checkpoint_flags(ap)
   add_decoder_flags(ap)
+  add_device_flags(ap)
   ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
   ap.add_argument("--port", type=int, default=8000)
   ap.add_argument("--max-batch", type=int, default=32, help="lines per device batch")
@@ -468,11 +472,13 @@ def main(argv=None):
   args = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="crnn-serve: %(message)s")
   log.setLevel(logging.INFO)
+  setup_cpu_devices(args.cpu_devices)
   from crnn_jax import inference
   from crnn_jax.errors import UserError
   try:
     if args.workdir:
-      reader = inference.load(args.workdir, args.checkpoint, args.weights, decoding=decoder_overrides(args))
+      reader = inference.load(args.workdir, args.checkpoint, args.weights, decoding=decoder_overrides(args),
+                              mesh=reading_mesh())
       model_info = {"workdir": os.path.abspath(args.workdir)}
     else:
       reader = inference.load_exported(args.model, decoding=decoder_overrides(args))
@@ -491,6 +497,11 @@ def main(argv=None):
 
 def run():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # numpy's OpenBLAS (the resize's two small matmuls per image, in the preprocessing threads) on one
+  # thread: its spinning worker threads fought the model's XLA threads for the cores, 14.2 -> 8.6 ms
+  # of server CPU per request at 16 clients (BENCHMARKS.md, "Serving under load").  Set before
+  # numpy is imported.
+  os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
   sys.exit(main())
 
 

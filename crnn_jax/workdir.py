@@ -1,5 +1,7 @@
 """The command-line flags that choose a workdir's checkpoint, weights and decoding (crnn-eval,
-crnn-predict, crnn-export, crnn-serve); `inference.load` takes what they give."""
+crnn-predict, crnn-export, crnn-serve), and the CPU devices predict and serve read on; `inference.load`
+takes what they give."""
+import os
 
 
 def add_checkpoint_flags(ap):
@@ -34,3 +36,32 @@ def add_decoder_flags(ap):
 def decoder_overrides(args):
   return {"decoder": args.decoder, "beam": args.beam, "lm_weight": args.lm_weight,
           "lm_order": args.lm_order, "length_bonus": args.length_bonus}
+
+
+def add_device_flags(ap):
+  """crnn-predict's and crnn-serve's --cpu-devices (before jax is imported: `setup_cpu_devices`)."""
+  n = min(2, os.cpu_count() or 1)
+  ap.add_argument("--cpu-devices", type=int, default=n, metavar="N",
+                  help=f"on a CPU host: split it into N XLA devices and read each batch across them, as "
+                       f"training does (default {n}: on 2 cores the batched reading is ~1.3x one device's, "
+                       "BENCHMARKS.md 'Serving under load'); 1: one device.  A GPU/TPU host reads on its "
+                       "accelerators whatever N is")
+
+
+def setup_cpu_devices(n):
+  """Splits the CPU into `n` XLA devices (XLA_FLAGS) before jax is imported.  An XLA_FLAGS that
+  already sets the count wins; once jax is imported (a caller in the same process, e.g. a test) the
+  devices are what they are and the environment is left alone."""
+  import sys
+  flags = os.environ.get("XLA_FLAGS", "")
+  if n > 1 and "xla_force_host_platform_device_count" not in flags and "jax" not in sys.modules:
+    os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n}").strip()
+
+
+def reading_mesh():
+  """A data mesh over every device when there is more than one (else None: one device)."""
+  import jax
+  if jax.device_count() <= 1:
+    return None
+  from crnn_jax import mesh as mesh_lib
+  return mesh_lib.make_mesh()

@@ -131,8 +131,34 @@ def test_batches_are_padded_to_powers_of_two(workdir):
   r = inference.load(workdir)
   assert [r.batch_rows(n) for n in (1, 2, 3, 5, 8, 9, 100)] == [1, 2, 4, 8, 8, 8, 8]  # eval.batch_size 8
   lines = [r.prepare(np.full((32, w), 200, np.uint8)) for w in (100, 150, 120, 250)]
-  shapes = [(idx, im.shape[:3]) for idx, im, _ in r.batches(lines)]
+  shapes = [(idx, im.shape[:3]) for idx, im, _ in r.batches(lines, merge=False)]  # one call per bucket
   assert shapes == [([0, 2], (2, 32, 128)), ([1], (1, 32, 192)), ([3], (1, 32, 256))]
+
+
+def test_neighbouring_buckets_share_a_call_when_that_is_cheaper(workdir):
+  """Reader.plan: CALL_COST_PX per call + rows x width; the same texts and logits either way."""
+  r = inference.load(workdir)
+  line = lambda w: r.prepare(np.full((32, w), 200, np.uint8))  # noqa: E731
+  assert inference.CALL_COST_PX == 160 and r.buckets == [128, 192, 256] and r.max_batch == 8
+  # 128 + 192 apart: 2 x 160 + 128 + 192 = 640 > 160 + 2 x 192 = 544 -> one call at 192.
+  assert r.plan([line(100), line(150)]) == [([0, 1], 192)]
+  # 8 lines at 128 and 2 at 256 (at most 8 rows a call): 160 + 8 x 128 + 160 + 2 x 256 = 1856,
+  # cheaper than any call mixing them (e.g. 6 at 128 padded to 8 + 4 rows at 256: 2528).
+  ws = [100, 250, 100, 100, 250, 100, 100, 100, 100, 100]
+  assert r.plan([line(w) for w in ws]) == [([0, 2, 3, 5, 6, 7, 8, 9], 128), ([1, 4], 256)]
+  # 6 at 128 alone: 2 + 4 rows (160 + 256 + 160 + 512 = 1088) beat one call padded to 8 (1184).
+  assert sorted(len(idx) for idx, _ in r.plan([line(100)] * 6)) == [2, 4]
+  # Never more than eval.batch_size rows in one call.
+  plan = r.plan([line(100)] * 20)
+  assert sorted(i for idx, _ in plan for i in idx) == list(range(20)) and max(len(i) for i, _ in plan) <= 8
+  # A line reads the same in a wider call: the logits and texts of random lines, merged or not
+  # (one per bucket: 3 calls, 1056; merged: 2 calls, 960 -- 128 + 192 at 192 or 192 + 256 at 256).
+  rng = np.random.default_rng(0)
+  rows = [r.prepare(np.where(rng.random((32, w)) < 0.2, 0, 255).astype(np.uint8)) for w in (100, 150, 250)]
+  assert len(r.plan(rows)) == 2 and len(r.plan(rows, merge=False)) == 3
+  for a, b in zip(r.logits(rows), r.logits(rows, merge=False)):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  assert [x.text for x in r.read_prepared(rows)] == [x.text for x in r.read_prepared(rows, merge=False)]
 
 
 def test_greedy_confidences_follow_the_runs():
@@ -239,3 +265,26 @@ def test_predict_jsonl(workdir, overfit_data, tmp_path, capsys):
     assert {"text", "confidence", "char_confidences", "alternatives", "decoder", "timing_ms", "width", "step"} <= set(r)
     assert len(r["char_confidences"]) == len(r["text"]) and len(r["alternatives"]) <= 2
     assert r["timing_ms"]["preprocess"] > 0
+
+
+def test_predict_on_two_cpu_devices_reads_as_on_one(workdir, overfit_data, tmp_path):
+  """crnn-predict --cpu-devices 2 (the default on 2 cores: each batch split over two XLA devices)
+  in a fresh process gives the texts and confidences of --cpu-devices 1."""
+  import os
+  import subprocess
+  import sys
+  for i, (jpeg, _) in enumerate(_examples(overfit_data, 6)):
+    (tmp_path / f"{i}.jpg").write_bytes(jpeg)
+  env = dict(os.environ, XLA_FLAGS="")
+  out = {}
+  for n in (1, 2):
+    p = subprocess.run([sys.executable, "-m", "crnn_jax.predict", "--workdir", str(workdir), "--cpu-devices", str(n),
+                        "--decoder", "greedy", "--format", "jsonl", str(tmp_path)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out[n] = [json.loads(l) for l in p.stdout.splitlines()]
+  assert len(out[1]) == 6 and [r["text"] for r in out[1]] == [r["text"] for r in out[2]]
+  np.testing.assert_allclose([r["confidence"] for r in out[1]], [r["confidence"] for r in out[2]], atol=1e-4)
+  probe = "from crnn_jax.workdir import setup_cpu_devices; setup_cpu_devices(2); import jax; print(jax.device_count())"
+  assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                        timeout=120).stdout.strip() == "2"
