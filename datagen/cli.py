@@ -20,11 +20,9 @@ import sys
 import time
 
 from datagen import build, charset as charset_lib, corpus as corpus_lib, fonts as fonts_lib
-from datagen import preview as preview_lib, records, render, split as split_lib
+from datagen import manifest, preview as preview_lib, records, render, split as split_lib
 from datagen.errors import DatagenError
 
-OUR_FILES = ("chinese.txt", "char_dict", "splits", "dataset_info.json", "features.json", "meta.json",
-             "preview.png", "pic", "Train", "Validation", "Test")
 
 
 def log(msg):
@@ -125,7 +123,9 @@ def parser():
 
 # ---- the DATA_DIR guard -------------------------------------------------------------------
 def _guard(out: pathlib.Path, fingerprint: dict, overwrite: bool) -> bool:
-  """True if `out` already holds exactly this dataset.  Refuses to overwrite a different one."""
+  """True if `out` already holds exactly this dataset.  Refuses to overwrite a different one; with
+  --overwrite removes only what an earlier datagen build wrote (`datagen/manifest.py`), and refuses,
+  naming them, where files with datagen's names are not datagen's."""
   if not out.exists():
     return False
   if not out.is_dir():
@@ -133,9 +133,13 @@ def _guard(out: pathlib.Path, fingerprint: dict, overwrite: bool) -> bool:
   meta = build.read_meta(out)
   if meta is not None and meta.get("build_args") == fingerprint and (out / "dataset_info.json").exists():
     return True
-  ours = [n for n in OUR_FILES if (out / n).exists()] + [p.name for p in out.glob(f"{records.DATASET_NAME}-*")]
-  if not ours:
+  ours, foreign = manifest.owned(out, records.DATASET_NAME)
+  if not ours and not foreign:
     return False
+  if foreign:
+    names = ", ".join(f"{n} ({why})" for n, why in foreign[:4]) + (" ..." if len(foreign) > 4 else "")
+    raise DatagenError(f"{out} holds files datagen did not write: {names}; datagen writes there and "
+                       "--overwrite never removes them: choose another --out, or move them out of the way")
   if not overwrite:
     if meta is not None and "build_args" in meta:
       old = meta["build_args"]
@@ -147,8 +151,14 @@ def _guard(out: pathlib.Path, fingerprint: dict, overwrite: bool) -> bool:
   for n in ours:
     p = out / n
     shutil.rmtree(p) if p.is_dir() else p.unlink()
-  log(f"--overwrite: removed {len(ours)} files/folders of the earlier dataset in {out}")
+  log(f"--overwrite: removed {len(ours)} files/folders of the earlier dataset in {out} (datagen's own, "
+      f"{manifest.MANIFEST})")
   return False
+
+
+def _same_or_nested(a: pathlib.Path, b: pathlib.Path) -> bool:
+  a, b = a.resolve(), b.resolve()
+  return a == b or a in b.parents or b in a.parents
 
 
 def _fonts(args):
@@ -277,7 +287,7 @@ def run(argv=None):
     if _guard(out, fp, args.overwrite):
       log(f"{out} already holds this dataset (same corpus, fonts, seed and knobs): nothing to do")
       return 0
-    out.mkdir(parents=True, exist_ok=True)
+    manifest.begin(out, records.DATASET_NAME)
     t0 = time.time()
     step_charset(out, corpus)
     step_split(out, corpus, args)
@@ -286,6 +296,7 @@ def run(argv=None):
     step_preview(out)
     meta["build_seconds"] = round(time.time() - t0, 1)
     build.write_meta(out, meta)
+    manifest.finish(out)
     n = sum(c["images"] for c in meta["counts"].values())
     mb = sum(c["bytes"] for c in meta["counts"].values()) / 1e6
     log(f"done: {n} images, {mb:.0f} MB in {out} ({meta['build_seconds']:.0f} s)")
@@ -311,9 +322,13 @@ def run(argv=None):
     step_preview(out)
   elif args.command == "import":
     src = pathlib.Path(args.src)
+    if _same_or_nested(src, out):
+      raise DatagenError(f"--src {src} and --out {out} are the same folder or one holds the other: the import "
+                         "would write its files among your originals; give --out a folder of its own")
     fp = {"imported_from": str(src.resolve())}
     if _guard(out, fp, args.overwrite):
       pass  # an import is cheap: do it again so changed images are picked up
+    manifest.begin(out, records.DATASET_NAME)
     from datagen import importer
     importer.import_dataset(src, out, seed=args.seed, validation_fraction=args.validation_fraction,
                             target_height=args.target_height, frames_per_pixel=args.frames_per_pixel,
@@ -322,6 +337,7 @@ def run(argv=None):
     meta["build_args"] = fp
     build.write_meta(out, meta)
     step_preview(out)
+    manifest.finish(out)
   return 0
 
 

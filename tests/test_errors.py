@@ -1,4 +1,5 @@
 """Every bad input gets one clear line naming the file, line or value and what to do."""
+import json
 import shutil
 
 import pytest
@@ -132,11 +133,54 @@ def test_data_dir_holding_a_different_dataset(tmp_path, tiny_corpus, capsys):
   out = tmp_path / "out"
   out.mkdir()
   (out / "chinese.txt").write_text("一\n二\n", encoding="utf-8")
+  # A chinese.txt with no trace of a datagen build is the user's: refused, even with --overwrite.
+  for extra in ((), ("--overwrite",)):
+    code, err = run(capsys, *_build(tmp_path, tiny_corpus, *extra))
+    _assert_one_line(code, err, str(out), "chinese.txt", "datagen did not write")
+    assert (out / "chinese.txt").read_text(encoding="utf-8") == "一\n二\n"  # untouched
+  (out / "chinese.txt").unlink()
   code, err = run(capsys, *_build(tmp_path, tiny_corpus))
-  _assert_one_line(code, err, str(out), "--overwrite")
-  assert (out / "chinese.txt").read_text(encoding="utf-8") == "一\n二\n"  # untouched
-  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--overwrite"))
   assert code == 0, err
+  # A datagen build in `out`: another one with other settings needs --overwrite, which removes what
+  # the first wrote (datagen_manifest.json) and leaves the user's own files beside it.
+  (out / "my_notes.txt").write_text("mine", encoding="utf-8")
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--seed", "3"))
+  _assert_one_line(code, err, "other settings", "--overwrite")
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--seed", "3", "--overwrite"))
+  assert code == 0 and "removed" in err, err
+  assert (out / "my_notes.txt").read_text(encoding="utf-8") == "mine"
+  assert json.loads((out / "datagen_manifest.json").read_text())["status"] == "done"
+  # A user's file inside a folder datagen writes: refused, named, nothing removed.
+  (out / "splits" / "my_split.csv").write_text("x", encoding="utf-8")
+  before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--seed", "4", "--overwrite"))
+  _assert_one_line(code, err, "splits/my_split.csv")
+  assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_overwrite_never_removes_a_users_folders_with_datagens_names(tmp_path, tiny_corpus, capsys):
+  """Train/, Test/, pic/, splits/ of the user's own (no datagen build there): refused with
+  --overwrite, every file kept."""
+  out = tmp_path / "out"
+  for d in ("Train", "Test", "pic", "splits"):
+    (out / d).mkdir(parents=True)
+    (out / d / "sample.txt").write_text("a.jpg 1\n", encoding="utf-8")
+  (out / "pic" / "a.jpg").write_bytes(b"\xff\xd8 not really")
+  before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--overwrite"))
+  _assert_one_line(code, err, "datagen did not write", "Test")
+  assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_import_into_its_own_source_is_refused(tmp_path, small_data, capsys):
+  src = _original_layout(tmp_path, small_data)
+  before = {str(p.relative_to(src)): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+  for out in (src, src / "dataset"):
+    code, err = run(capsys, "import", "--src", str(src), "--out", str(out), "--overwrite")
+    _assert_one_line(code, err, "same folder or one holds the other")
+  code, err = run(capsys, "import", "--src", str(src / "Train"), "--out", str(src), "--overwrite")
+  _assert_one_line(code, err, "same folder or one holds the other")
+  assert {str(p.relative_to(src)): p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
 
 
 def test_bad_knob_values(tmp_path, tiny_corpus, capsys):
