@@ -34,7 +34,12 @@ def detect(coordinator_address=None, num_processes=None, process_id=None, env=No
       raise UserError(f"--process_id {pid} is not in [0, --num_processes {n})")
     if ":" not in addr:
       raise UserError(f"--coordinator_address {addr!r} needs a port: HOST:PORT")
-    return "explicit", {"coordinator_address": addr, "num_processes": n, "process_id": pid}
+    # Process 0's coordinator listens on the address it was given, not on every interface (an
+    # unauthenticated gRPC service): 127.0.0.1:PORT stays on loopback.  JAX_COORDINATOR_BIND_ADDRESS
+    # overrides (e.g. 0.0.0.0:PORT behind a NAT whose outside address is the one given).
+    bind = env.get("JAX_COORDINATOR_BIND_ADDRESS") or addr
+    return "explicit", {"coordinator_address": addr, "num_processes": n, "process_id": pid,
+                        "coordinator_bind_address": bind}
   if env.get("SLURM_JOB_ID") and (_int(env, "SLURM_NTASKS") or 1) > 1:
     return "slurm", {}
   if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1:

@@ -322,11 +322,45 @@ def test_a_coordinator_that_never_answers_is_one_line(overfit_data, tmp_path):
   assert time.time() - t < 100
 
 
+_PROBE = """
+import sys
+from crnn_jax import distributed
+port = int(sys.argv[1])
+distributed.initialize(f"127.0.0.1:{port}", 1, 0, timeout_s=30)
+ips = []
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+  for line in open(table).read().splitlines()[1:]:
+    local, state = line.split()[1], line.split()[3]
+    ip, p = local.split(":")
+    if state == "0A" and int(p, 16) == port:  # LISTEN
+      ips.append(ip)
+print("LISTEN", ",".join(ips))
+"""
+
+
+def test_the_coordinator_listens_only_where_it_was_told(tmp_path):
+  """Process 0 given 127.0.0.1:PORT: its coordinator's listening socket is on loopback (127.0.0.1,
+  or ::ffff:127.0.0.1), not on every interface (0.0.0.0 / ::) as jax's default bind was."""
+  if not os.path.exists("/proc/net/tcp"):
+    pytest.skip("no /proc/net/tcp to read the listening sockets from")
+  port = _free_port()
+  out = subprocess.run([sys.executable, "-c", _PROBE, str(port)], env=_env(), capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+  line = [l for l in out.stdout.splitlines() if l.startswith("LISTEN")]
+  assert out.returncode == 0 and line, why(out.stderr)
+  ips = line[0].split()[1].split(",")
+  loopback = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1 as /proc/net/tcp and tcp6 write it
+  assert ips and set(ips) <= loopback, ips
+
+
 def test_distributed_detection():
   assert distributed.detect(env={}) == (None, {})
   mode, kw = distributed.detect(env={"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2",
                                      "JAX_PROCESS_ID": "1"})
-  assert mode == "explicit" and kw == {"coordinator_address": "h:1", "num_processes": 2, "process_id": 1}
+  assert mode == "explicit" and kw == {"coordinator_address": "h:1", "num_processes": 2, "process_id": 1,
+                                       "coordinator_bind_address": "h:1"}
+  assert distributed.detect("h:2", 2, 0, env={"JAX_COORDINATOR_BIND_ADDRESS": "0.0.0.0:2"})[1][
+      "coordinator_bind_address"] == "0.0.0.0:2"
   assert distributed.detect("h:2", 4, 3, env={})[1]["process_id"] == 3
   assert distributed.detect(env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"})[0] == "slurm"
   assert distributed.detect(env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"})[0] is None
