@@ -537,7 +537,14 @@ def restore_variables(manager, step, config, num_classes, weights="ema", shardin
   item = {"ema": abstract} if use == "ema" else abstract
   restored = manager.restore(step, args=ocp.args.PyTreeRestore(
       item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
-  return (restored["ema"] if use == "ema" else restored), use
+  variables = restored["ema"] if use == "ema" else restored
+  bad = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(variables)
+         if not bool(np.all(np.isfinite(np.asarray(x))))]
+  if bad:
+    raise UserError(f"checkpoint step {step} in {manager.directory} holds non-finite {use} weights ({len(bad)} "
+                    f"arrays, e.g. {bad[0]}): the run diverged before it was saved; read an earlier step "
+                    "(--checkpoint STEP) or train again with a lower learning rate")
+  return variables, use
 
 
 def load(workdir, checkpoint="best", weights="ema", decoding=None, mesh=None):

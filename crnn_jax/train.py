@@ -381,6 +381,17 @@ def parse_extra_evals(config, charset):
   return out
 
 
+@jax.jit
+def _all_finite(tree):
+  """True when every float leaf of `tree` is finite (one reduction per leaf, on the devices)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+class Diverged(UserError):
+  """Training produced a non-finite loss, gradient norm or weights: the run stops before saving it."""
+
+
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics."""
   from clu import metric_writers
@@ -441,7 +452,27 @@ def train_and_evaluate(config, workdir):
   def train_seconds():
     return spent_before + time.time() - t_start
 
+  checked = {"finite_at": start}  # the last step whose loss, gradient norm and weights were finite
+
+  def diverged(step, what):
+    last = latest.latest_step()
+    kept = (f"the latest checkpoint, step {last}, is the last good one and stays the latest; rerunning resumes "
+            f"from it" if last is not None else "no checkpoint was saved")
+    return Diverged(f"training diverged: {what} at step {step} (finite at step {checked['finite_at']}); nothing "
+                    f"non-finite was saved: {kept}. Lower optimizer.learning_rate ({config.optimizer.learning_rate:g}) "
+                    f"or raise optimizer.warmup_steps, check the data, or change the seed")
+
+  def check_finite(step):
+    """Before anything is saved: the weights (and their EMA) must be finite."""
+    if checked["finite_at"] == step:
+      return
+    if not bool(jax.device_get(_all_finite({"params": state.params, "ema": state.ema,
+                                            "batch_stats": state.batch_stats}))):
+      raise diverged(step, "the weights are not finite")
+    checked["finite_at"] = step
+
   def save_latest(step, stopped_by_budget=False):
+    check_finite(step)
     # The iterator first (synchronously): an orbax step on disk always has its data position.
     checkpointing.save_data_state(workdir, step, it, p, n_proc)
     checkpointing.save(latest, step, state)
@@ -505,6 +536,10 @@ def train_and_evaluate(config, workdir):
                   file=sys.stderr)
       if done % config.train.log_every == 0 or last:
         m = jax.device_get(metrics)  # the only host sync of a training window
+        bad = [k for k in ("loss", "grad_norm") if k in m and not np.isfinite(float(m[k]))]
+        if bad:
+          raise diverged(done, " and ".join(f"the {'loss' if k == 'loss' else 'gradient norm'} is "
+                                            f"{float(m[k])}" for k in bad))
         dt = time.time() - window["t"]
         scalars = {k: float(v) for k, v in m.items() if k not in ("examples",)}
         scalars["images_per_sec"] = window["images"] / max(dt, 1e-9)
@@ -539,6 +574,7 @@ def train_and_evaluate(config, workdir):
           line += f" {split} seq_acc {res_x['seq_acc']:.4f}"
         log(done, final)
         bar.write(line)
+        check_finite(done)
         checkpointing.save(best, done, state, metrics={"seq_acc": best_acc})
         window["t"] = time.time()  # evaluation time is not training throughput
       saved = done % config.train.checkpoint_every == 0 or last

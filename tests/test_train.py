@@ -156,6 +156,33 @@ def test_resume_continues_step_count_and_loss_curve(overfit_data, tmp_path):
   assert after < 0.5 * initial and after < 2 * before  # the curve goes on, it does not restart
 
 
+def test_a_diverging_run_stops_before_saving_and_non_finite_weights_are_refused(overfit_data, tmp_path):
+  """A NaN learning rate from step 21 on: the loss goes NaN, the run stops with one line naming the
+  step, the latest checkpoint stays step 20 (finite, readable); a checkpoint with NaN weights written
+  anyway (here by hand) is refused by the inference core with the step named."""
+  from crnn_jax import checkpointing, inference
+  wd = tmp_path / "wd"
+  kw = {"train.checkpoint_every": 20, "train.eval_every": 20, "train.log_every": 10}
+  train.train_and_evaluate(tiny_config(overfit_data, **{"train.num_steps": 20, **kw}), str(wd))
+  with pytest.raises(train.Diverged, match=r"diverged: the loss is nan .*at step 30 \(finite at step 20\).*"
+                                             r"step 20, is the last good one"):
+    train.train_and_evaluate(tiny_config(overfit_data, **{"train.num_steps": 60, "optimizer.learning_rate": float("nan"),
+                                                          **kw}), str(wd))
+  assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == [20]
+  assert inference.load(str(wd), "latest").step == 20  # still reads
+  # NaN weights on disk (as a run without the guard would have left them): refused, named.
+  latest, _ = checkpointing.managers(str(wd), tiny_config(overfit_data))
+  c = tiny_config(overfit_data)
+  state = checkpointing.restore(latest, train.Compiled(c, train.make_model(c, Charset.read(
+      str(wd / "chinese.txt")).num_classes), train.make_optimizer(c), mesh_lib.make_mesh()).abstract_with_shardings())
+  bad = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params),
+                      ema=jax.tree.map(lambda x: x * np.nan, state.ema))
+  checkpointing.save(latest, 21, bad)
+  latest.wait_until_finished()
+  with pytest.raises(UserError, match=r"checkpoint step 21 .* non-finite (ema|raw) weights .*an earlier step"):
+    inference.load(str(wd), "latest")
+
+
 def test_time_budget_stops_saves_evaluates_and_is_not_trained_past(overfit_data, tmp_path, capsys):
   """train.time_budget_minutes: the run stops on time at an earlier step, with its checkpoint and
   final evaluation; the same command again trains no further; a larger budget goes on."""
