@@ -392,13 +392,60 @@ class Diverged(UserError):
   """Training produced a non-finite loss, gradient norm or weights: the run stops before saving it."""
 
 
+LOCK_FILE = "train.lock"
+
+
+class WorkdirLock:
+  """An exclusive lock on WORKDIR/train.lock for one training run (its process 0): a second
+  crnn-train on the same workdir is refused with the owner's pid, host and start time.  fcntl.flock:
+  the kernel releases it when the owner exits, however it exits (no stale locks after a kill)."""
+
+  def __init__(self, workdir):
+    import fcntl
+    import socket
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      try:
+        owner = json.loads(os.pread(self.fd, 4096, 0).decode("utf-8") or "{}")
+      except (ValueError, UnicodeDecodeError):
+        owner = {}
+      os.close(self.fd)
+      who = (f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}, started "
+             f"{owner.get('started', '?')}") if owner else "another process"
+      raise UserError(f"{workdir} is in use by another crnn-train ({who}; {self.path}): two runs in one workdir "
+                      "would overwrite each other's checkpoints. Wait for it to end, stop it, or pass another "
+                      "--workdir") from None
+    info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode("utf-8")
+    os.ftruncate(self.fd, 0)
+    os.pwrite(self.fd, info, 0)
+
+  def release(self):
+    if self.fd is not None:
+      os.close(self.fd)  # closing the descriptor releases the flock
+      self.fd = None
+
+
 def train_and_evaluate(config, workdir):
-  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics."""
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics.
+  One run per workdir: process 0 holds WORKDIR/train.lock while it trains (`WorkdirLock`)."""
+  workdir = os.path.abspath(workdir)  # orbax wants absolute paths
+  os.makedirs(workdir, exist_ok=True)
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config, workdir):
   from clu import metric_writers
   from tqdm import tqdm
 
-  workdir = os.path.abspath(workdir)  # orbax wants absolute paths
-  os.makedirs(workdir, exist_ok=True)
   charset = check_data(config, workdir)
   is_main = jax.process_index() == 0
   mesh = mesh_lib.make_mesh()

@@ -183,6 +183,31 @@ def test_a_diverging_run_stops_before_saving_and_non_finite_weights_are_refused(
     inference.load(str(wd), "latest")
 
 
+def test_a_second_run_on_a_busy_workdir_is_refused(overfit_data, tmp_path):
+  """Another process holds WORKDIR/train.lock: crnn-train refuses in one line naming its pid; once
+  that process is killed (SIGKILL: no clean-up) the lock is free and training runs."""
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from crnn_jax import train; "
+                             "lock = train.WorkdirLock(sys.argv[1]); print('locked', flush=True); time.sleep(300)",
+                             str(wd)], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    c = tiny_config(overfit_data, **{"train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2})
+    with pytest.raises(UserError, match=rf"in use by another crnn-train \(pid {holder.pid} on "):
+      train.train_and_evaluate(c, str(wd))
+    assert not (wd / "checkpoints").exists()  # refused before anything was written
+    out = subprocess.run([sys.executable, "-m", "crnn_jax.main", "--config", "configs/tiny.py", "--workdir", str(wd),
+                          f"--config.data_dir={overfit_data}"], capture_output=True, text=True, timeout=120,
+                         cwd=pathlib.Path(__file__).parents[1])
+    assert out.returncode == 2 and f"pid {holder.pid}" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+  finally:
+    holder.kill()
+    holder.wait()
+  train.train_and_evaluate(c, str(wd))
+  assert (wd / "checkpoints" / "2").is_dir()
+
+
 def test_time_budget_stops_saves_evaluates_and_is_not_trained_past(overfit_data, tmp_path, capsys):
   """train.time_budget_minutes: the run stops on time at an earlier step, with its checkpoint and
   final evaluation; the same command again trains no further; a larger budget goes on."""
