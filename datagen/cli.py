@@ -118,6 +118,10 @@ def parser():
   p.add_argument("--frames-per-pixel", type=float, default=0.125)
   p.add_argument("--examples-per-shard", type=int, default=2048)
   p.add_argument("--color", action="store_true", help="keep RGB images (default: grayscale)")
+  p.add_argument("--max-pixels", type=int, default=40_000_000,
+                 help="per image, checked from its header before it is decoded")
+  p.add_argument("--allow-outside-src", action="store_true",
+                 help="let sample.txt name images outside --src (.., absolute paths, links that leave it)")
   return ap
 
 
@@ -332,7 +336,8 @@ def run(argv=None):
     from datagen import importer
     importer.import_dataset(src, out, seed=args.seed, validation_fraction=args.validation_fraction,
                             target_height=args.target_height, frames_per_pixel=args.frames_per_pixel,
-                            examples_per_shard=args.examples_per_shard, color=args.color, log=log)
+                            examples_per_shard=args.examples_per_shard, color=args.color, log=log,
+                            allow_outside_src=args.allow_outside_src, max_pixels=args.max_pixels)
     meta = build.read_meta(out)
     meta["build_args"] = fp
     build.write_meta(out, meta)

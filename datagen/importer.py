@@ -21,8 +21,19 @@ from datagen.errors import DatagenError
 SPLIT_DIRS = (("train", "Train"), ("validation", "Validation"), ("test", "Test"))
 
 
-def read_sample_txt(path, charset, root):
-  """-> [(image path, label, line number)]; errors name the file and line."""
+MAX_PIXELS = 40_000_000  # per image, read from its header before it is decoded (--max-pixels)
+MAX_BYTES = 64 * 1024 * 1024  # per image file, from its size before it is read
+
+
+def _inside(path, root):
+  path, root = pathlib.Path(path).resolve(), pathlib.Path(root).resolve()
+  return path == root or root in path.parents
+
+
+def read_sample_txt(path, charset, root, allow_outside=False):
+  """-> [(image path, label, line number)]; errors name the file and line.  Image paths must stay
+  inside `root` (the --src folder; `..`, absolute paths and links that leave it are refused before
+  anything is opened) unless `allow_outside`."""
   out = []
   try:
     text = pathlib.Path(path).read_text(encoding="utf-8-sig")
@@ -40,6 +51,12 @@ def read_sample_txt(path, charset, root):
         raise DatagenError(f"{path}:{n}: label {label!r} has {c!r} (U+{ord(c):04X}), which is not in "
                            "chinese.txt; add it to chinese.txt or fix the label")
     img = pathlib.Path(root) / rel
+    if not allow_outside:
+      outside = [q for q in (img, pathlib.Path(path).parent / rel) if not _inside(q, root)]
+      if outside:
+        raise DatagenError(f"{path}:{n}: image path {rel!r} leads outside --src {root} ({outside[0].resolve()}); "
+                           "keep the images inside the source folder, or pass --allow-outside-src if you trust "
+                           "this sample.txt")
     if not img.exists():
       alt = pathlib.Path(path).parent / rel
       if not alt.exists():
@@ -50,12 +67,26 @@ def read_sample_txt(path, charset, root):
   return out
 
 
-def load_image_bytes(img_path, where, channels):
-  """Decodes fully (a truncated file fails here) and returns JPEG bytes with `channels`."""
+def load_image_bytes(img_path, where, channels, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES):
+  """Decodes fully (a truncated file fails here) and returns JPEG bytes with `channels`.  Bounded
+  before decoding: the file's size, then the pixel count its header declares."""
+  p = pathlib.Path(img_path)
   try:
-    raw = pathlib.Path(img_path).read_bytes()
+    size = p.stat().st_size
+    if size > max_bytes:
+      raise DatagenError(f"{where}: image {img_path} is {size} bytes, over the limit of {max_bytes}; shrink it "
+                         "or remove its line")
+    raw = p.read_bytes()
     im = Image.open(io.BytesIO(raw))
+    if im.width * im.height > max_pixels:
+      raise DatagenError(f"{where}: image {img_path} declares {im.width}x{im.height} pixels, over the limit of "
+                         f"{max_pixels} (--max-pixels); a text line needs far fewer: crop or shrink it, or remove "
+                         "its line")
     im.load()
+  except Image.DecompressionBombError as e:
+    raise DatagenError(f"{where}: image {img_path} declares a pixel count over the limit of {max_pixels} "
+                       f"(--max-pixels; Pillow: {e}); a decompression bomb or not a text line: remove its "
+                       "line") from None
   except (OSError, SyntaxError, ValueError) as e:
     raise DatagenError(f"{where}: image {img_path} is unreadable or truncated ({e}); "
                        "re-export it or remove its line") from None
@@ -70,7 +101,8 @@ def load_image_bytes(img_path, where, channels):
 
 
 def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
-                   frames_per_pixel=0.125, examples_per_shard=2048, color=False, log=print):
+                   frames_per_pixel=0.125, examples_per_shard=2048, color=False, log=print,
+                   allow_outside_src=False, max_pixels=MAX_PIXELS):
   from tqdm import tqdm
   src, out = pathlib.Path(src), pathlib.Path(out)
   if not (src / "chinese.txt").exists():
@@ -81,7 +113,7 @@ def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
   for split, folder in SPLIT_DIRS:
     path = src / folder / "sample.txt"
     if path.exists():
-      items[split] = read_sample_txt(path, charset, src)
+      items[split] = read_sample_txt(path, charset, src, allow_outside=allow_outside_src)
     elif split == "train":
       raise DatagenError(f"{path} is missing; the original layout has Train/sample.txt")
   if "validation" not in items and validation_fraction > 0:
@@ -111,7 +143,7 @@ def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
     rejected[split] = 0
     seen = collections.Counter()
     for pos, (img, label, n) in enumerate(tqdm(rows, desc=f"import {split}", unit="img", mininterval=2.0)):
-      jpeg, h, w = load_image_bytes(img, f"{split} sample.txt:{n}", channels)
+      jpeg, h, w = load_image_bytes(img, f"{split} sample.txt:{n}", channels, max_pixels=max_pixels)
       line_id += 1
       if render.frames_available(h, w, target_height, frames_per_pixel) < render.frames_needed(label):
         rejected[split] += 1

@@ -96,6 +96,46 @@ def _original_layout(tmp_path, small_data):
   return src
 
 
+def test_import_keeps_sample_txt_paths_inside_src(tmp_path, small_data, capsys):
+  """`..`, an absolute path and a link that leave --src are refused, naming the line, unless
+  --allow-outside-src."""
+  src = _original_layout(tmp_path, small_data)
+  outside = tmp_path / "elsewhere.jpg"
+  shutil.copy(src / "pic" / "0.jpg", outside)
+  (src / "pic" / "link.jpg").symlink_to(outside)
+  train = (src / "Train" / "sample.txt").read_text(encoding="utf-8").splitlines()
+  label = train[0].split(maxsplit=1)[1]
+  for bad in ("../elsewhere.jpg", str(outside), "pic/link.jpg"):
+    (src / "Train" / "sample.txt").write_text("\n".join(train + [f"{bad} {label}"]) + "\n", encoding="utf-8")
+    code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / f"o{len(bad)}"),
+                    "--validation-fraction", "0")
+    _assert_one_line(code, err, "sample.txt:5", "outside --src", "--allow-outside-src")
+  code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / "ok"), "--validation-fraction", "0",
+                  "--allow-outside-src")
+  assert code == 0, err
+
+
+def test_import_bounds_an_image_before_decoding_it(tmp_path, small_data, capsys):
+  """A 69-byte PNG that declares 50,000 x 50,000 pixels, and one over --max-pixels: one line each,
+  nothing decoded."""
+  import struct
+  import zlib
+  src = _original_layout(tmp_path, small_data)
+
+  def png(w, h):
+    def chunk(kind, data):
+      return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+  (src / "pic" / "0.jpg").write_bytes(png(50_000, 50_000))
+  code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / "o1"), "--validation-fraction", "0")
+  _assert_one_line(code, err, "pic/0.jpg", "2500000000 pixels", "over the limit")
+  (src / "pic" / "0.jpg").write_bytes(png(4000, 400))
+  code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / "o2"), "--validation-fraction", "0",
+                  "--max-pixels", "1000000")
+  _assert_one_line(code, err, "4000x400", "1000000")
+
+
 def test_import_character_not_in_chinese_txt(tmp_path, small_data, capsys):
   src = _original_layout(tmp_path, small_data)
   shutil.copy(src / "pic" / "0.jpg", src / "pic" / "x.jpg")
