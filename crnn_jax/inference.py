@@ -526,6 +526,38 @@ def resolve_step(workdir, which="best"):
   return latest, step
 
 
+def restore_intact(workdir, checkpoint, config, num_classes, weights="ema", sharding=None):
+  """`restore_variables` of the checkpoint `resolve_step` names; when that one cannot be restored (a
+  file missing or truncated) and it was asked for as best or latest, the newest intact step kept in
+  checkpoints/ instead, with a warning naming the damaged one.  -> (variables, weights used, step).
+  A damaged step asked for by number, or no intact step at all: one UserError line."""
+  import orbax.checkpoint as ocp
+  manager, step = resolve_step(workdir, checkpoint)
+  tries = [(manager, step)]
+  if not str(checkpoint).isdigit():
+    kept = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+    tries += [(kept, s) for s in sorted(kept.all_steps(), reverse=True)
+              if not (os.path.samefile(str(kept.directory), str(manager.directory)) and s == step)]
+  damaged = []
+  for m, s in tries:
+    try:
+      variables, used = restore_variables(m, s, config, num_classes, weights, sharding)
+    except UserError:
+      raise
+    except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types for a damaged checkpoint
+      first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      damaged.append(f"step {s} in {m.directory} ({type(e).__name__}: {first})")
+      if len(tries) > len(damaged):
+        log.warning("checkpoint step %s in %s cannot be restored (%s: %s); trying the newest intact step kept "
+                    "in checkpoints/ instead", s, m.directory, type(e).__name__, first)
+      continue
+    if damaged:
+      log.warning("read checkpoint step %s instead of the damaged %s", s, "; ".join(damaged))
+    return variables, used, s
+  raise UserError(f"no checkpoint of {workdir} could be restored: {'; '.join(damaged)}. A damaged checkpoint "
+                  "folder can be deleted; training again resumes from the newest intact one")
+
+
 def restore_variables(manager, step, config, num_classes, weights="ema", sharding=None):
   """-> ({"params", "batch_stats"}, "ema" | "raw"): only those arrays are read from the
   checkpoint (orbax partial restore), the EMA ones when `weights` is "ema" and the run kept them."""
@@ -555,12 +587,11 @@ def load(workdir, checkpoint="best", weights="ema", decoding=None, mesh=None):
   workdir = os.path.abspath(workdir)
   config = read_config(workdir)
   charset = Charset.read(os.path.join(workdir, "chinese.txt"))
-  manager, step = resolve_step(workdir, checkpoint)
   sharding = None
   if mesh is not None:
     from crnn_jax import mesh as mesh_lib
     sharding = mesh_lib.replicated(mesh)
-  variables, used = restore_variables(manager, step, config, charset.num_classes, weights, sharding)
+  variables, used, step = restore_intact(workdir, checkpoint, config, charset.num_classes, weights, sharding)
   reader = Reader(config, charset, variables, decoding=decode_lib.settings(config, decoding), step=int(step),
                   weights=used, mesh=mesh, workdir=workdir)
   if reader.settings["decoder"] == "beam":

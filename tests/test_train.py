@@ -183,6 +183,44 @@ def test_a_diverging_run_stops_before_saving_and_non_finite_weights_are_refused(
     inference.load(str(wd), "latest")
 
 
+def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_one(overfit_data, tmp_path, caplog):
+  """Steps 20 and 40 kept; step 40's files damaged (its array data deleted, best/ too): best and
+  latest read step 20 with a warning naming the damaged step; step 40 asked for by number, or
+  every step damaged, is one line.  crnn-predict in a fresh process: an answer, no traceback."""
+  import logging
+  import shutil
+  from crnn_jax import inference
+  wd = tmp_path / "wd"
+  c = tiny_config(overfit_data, **{"train.num_steps": 40, "train.checkpoint_every": 20, "train.eval_every": 20})
+  train.train_and_evaluate(c, str(wd))
+
+  def damage(step_dir):
+    data = [p for p in step_dir.rglob("*") if p.is_file() and "ocdbt.process" in str(p)]
+    assert data, sorted(step_dir.rglob("*"))
+    for p in data:
+      p.unlink()
+  damage(wd / "checkpoints" / "40")
+  damage(wd / "best" / "40")
+  for which in ("latest", "best"):
+    with caplog.at_level(logging.WARNING, logger="crnn_jax.inference"):
+      caplog.clear()
+      assert inference.load(str(wd), which).step == 20
+    assert "cannot be restored" in caplog.text and "40" in caplog.text
+  with pytest.raises(UserError, match="no checkpoint of .* could be restored: step 40"):
+    inference.load(str(wd), "40")
+  out = subprocess.run([sys.executable, "-m", "crnn_jax.predict", "--workdir", str(wd), "--cpu-devices", "1",
+                        str(pathlib.Path(__file__).parents[1] / "docs" / "samples")],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip() and "Traceback" not in out.stderr, out.stderr[-3000:]
+  assert "cannot be restored" in out.stderr and len(out.stderr.splitlines()) < 20, out.stderr[-3000:]
+  damage(wd / "checkpoints" / "20")
+  with pytest.raises(UserError, match="no checkpoint of .* could be restored"):
+    inference.load(str(wd), "latest")
+  shutil.rmtree(wd / "checkpoints" / "40")  # deleting the damaged folder is the way back
+  with pytest.raises(UserError, match="step 20"):
+    inference.load(str(wd), "latest")
+
+
 def test_a_second_run_on_a_busy_workdir_is_refused(overfit_data, tmp_path):
   """Another process holds WORKDIR/train.lock: crnn-train refuses in one line naming its pid; once
   that process is killed (SIGKILL: no clean-up) the lock is free and training runs."""
