@@ -429,6 +429,40 @@ class WorkdirLock:
       self.fd = None
 
 
+def _restore_newest_intact(latest, best, abstract, workdir, n_proc):
+  """The newest kept step that restores.  A damaged one (a file missing or truncated) is moved aside
+  to checkpoints/<step>.damaged (kept for the user, out of orbax's way: the run will save that step
+  again) with a warning, and the next older step is tried; best/ steps past the one resumed from are
+  moved aside too (<step>.superseded: the run reaches those steps again).  With several processes a
+  damaged latest step is one line instead (every process would have to agree on the move)."""
+  damaged = []
+  for step in sorted(latest.all_steps(), reverse=True):
+    try:
+      state = checkpointing.restore(latest, abstract, step)
+    except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types for a damaged checkpoint
+      first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      where = os.path.join(workdir, "checkpoints", str(step))
+      if n_proc > 1:
+        raise UserError(f"checkpoint step {step} ({where}) cannot be restored ({type(e).__name__}: {first}); move "
+                        "that folder aside and rerun: the run resumes from the newest intact step") from None
+      aside = f"{where}.damaged"
+      os.replace(where, aside)
+      damaged.append(step)
+      print(f"WARNING: checkpoint step {step} cannot be restored ({type(e).__name__}: {first}); moved to {aside}, "
+            "trying the next older kept step", file=sys.stderr)
+      latest.reload()
+      continue
+    if damaged:
+      for later in [b for b in best.all_steps() if b > step]:
+        src = os.path.join(workdir, "best", str(later))
+        os.replace(src, src + ".superseded")
+        print(f"WARNING: best/{later} is past the resumed step {step}: moved to {src}.superseded", file=sys.stderr)
+      best.reload()
+    return state
+  raise UserError(f"no checkpoint in {workdir}/checkpoints could be restored (damaged: steps {damaged}, moved "
+                  "to <step>.damaged); the same command again trains from step 0")
+
+
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics.
   One run per workdir: process 0 holds WORKDIR/train.lock while it trains (`WorkdirLock`)."""
@@ -472,7 +506,7 @@ def _train_and_evaluate(config, workdir):
                                     shuffle_buffer=config.input.shuffle_buffer)
   it = iter(ds)
   if latest.latest_step() is not None:
-    state = checkpointing.restore(latest, compiled.abstract_with_shardings())
+    state = _restore_newest_intact(latest, best, compiled.abstract_with_shardings(), workdir, n_proc)
     start = int(state.step)
     why = checkpointing.restore_data_state(workdir, start, it, p, n_proc)
     if why:

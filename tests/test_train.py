@@ -221,6 +221,25 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_one(overfit_data, 
     inference.load(str(wd), "latest")
 
 
+def test_resume_from_a_damaged_latest_checkpoint_uses_the_newest_intact_one(overfit_data, tmp_path, capsys):
+  """Step 40's array files deleted: the resumed run warns, moves it to checkpoints/40.damaged, resumes
+  from step 20 (its data position too) and trains on to 60, saving 40 and 60 afresh."""
+  wd = tmp_path / "wd"
+  kw = {"train.checkpoint_every": 20, "train.eval_every": 20, "train.keep_checkpoints": 3}
+  train.train_and_evaluate(tiny_config(overfit_data, **{"train.num_steps": 40, **kw}), str(wd))
+  for p in (wd / "checkpoints" / "40").rglob("*"):
+    if p.is_file() and "ocdbt.process" in str(p):
+      p.unlink()
+  capsys.readouterr()
+  train.train_and_evaluate(tiny_config(overfit_data, **{"train.num_steps": 60, **kw}), str(wd))
+  err = capsys.readouterr().err
+  assert "checkpoint step 40 cannot be restored" in err and "resumed from step 20" in err, err[-3000:]
+  assert (wd / "checkpoints" / "40.damaged").is_dir()
+  assert {20, 40, 60} <= {int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit()}
+  logged = [m["step"] for m in _metrics(wd) if "loss" in m]
+  assert logged[-3:] == [40, 50, 60] and logged.count(30) == 2  # steps 21-40 trained again
+
+
 def test_a_second_run_on_a_busy_workdir_is_refused(overfit_data, tmp_path):
   """Another process holds WORKDIR/train.lock: crnn-train refuses in one line naming its pid; once
   that process is killed (SIGKILL: no clean-up) the lock is free and training runs."""
