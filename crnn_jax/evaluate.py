@@ -43,7 +43,20 @@ def eval_batches(steps, config, data_dir, split, max_examples=None):
   n_proc, p = jax.process_count(), jax.process_index()
   gb = config.eval.batch_size
   lb = gb // n_proc
-  for raw in input_pipeline.eval_dataset(data_dir, pipeline_spec(config, gb), split, max_examples=max_examples):
+  ds = iter(input_pipeline.eval_dataset(data_dir, pipeline_spec(config, gb), split, max_examples=max_examples))
+  while True:
+    try:
+      raw = next(ds)
+    except StopIteration:
+      return
+    except Exception as e:  # noqa: BLE001 -- tf.errors.DataLossError: "corrupted record at N", no file named
+      if type(e).__name__ != "DataLossError":
+        raise
+      from crnn_jax.errors import UserError
+      files = input_pipeline.process_files(data_dir, split)
+      found = input_pipeline.find_corrupted_record(files)
+      where = f"{found[0]} ({found[1]})" if found else f"one of {len(files)} {split} shards ({str(e).strip()[:200]})"
+      raise UserError(f"a damaged {split} record: {where}; rebuild that shard or restore it from a copy") from None
     b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
     x, f = steps.put(b["image"][p * lb:(p + 1) * lb], b["frames"][p * lb:(p + 1) * lb])
     yield b, int(b["weight"].sum()), (x, f)

@@ -300,3 +300,18 @@ def pad_width(batch, width):
   fill = img.mean(axis=(1, 2, 3), keepdims=True)
   pad = np.broadcast_to(fill, img.shape[:2] + (width - img.shape[2], 1))
   return dict(batch, image=np.concatenate([img, pad], axis=2))
+
+
+def find_corrupted_record(files):
+  """Reads each TFRecord file through to its end -> (file, the error's first line) for the first one
+  that fails (a damaged record: its length or CRC does not match), else None.  For naming the file
+  when tf.data reports `corrupted record at N` without one."""
+  import tensorflow as tf
+  for f in files:
+    try:
+      for _ in tf.data.TFRecordDataset(f):
+        pass
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as e:
+      return f, (str(e.message if hasattr(e, "message") else e).strip().splitlines() or [""])[0][:200]
+  return None
+

@@ -590,7 +590,18 @@ def _train_and_evaluate(config, workdir):
   failed = True
   try:
     for step in range(start, total):
-      local = input_pipeline.to_numpy(next(it))
+      try:
+        local = input_pipeline.to_numpy(next(it))
+      except Exception as e:  # noqa: BLE001 -- tf.errors.DataLossError: "corrupted record at N", no file named
+        if type(e).__name__ != "DataLossError":
+          raise
+        files = input_pipeline.process_files(config.data_dir, "train", p, n_proc)
+        found = input_pipeline.find_corrupted_record(files)
+        where = f"{found[0]} ({found[1]})" if found else f"one of {len(files)} train shards ({str(e).strip()[:200]})"
+        last = latest.latest_step()
+        raise UserError(f"a damaged training record at step {step + 1}: {where}. Rebuild that shard (datagen "
+                        "render --overwrite, or restore it from a copy); the run resumes from its latest checkpoint "
+                        f"({'step ' + str(last) if last is not None else 'none yet'})") from None
       width = mesh_lib.agree_on_width(local["image"].shape[2])
       local = input_pipeline.pad_width(local, width)
       batch = mesh_lib.global_batch({k: local[k] for k in DEVICE_KEYS}, mesh)

@@ -240,6 +240,27 @@ def test_resume_from_a_damaged_latest_checkpoint_uses_the_newest_intact_one(over
   assert logged[-3:] == [40, 50, 60] and logged.count(30) == 2  # steps 21-40 trained again
 
 
+def test_a_corrupted_training_record_is_one_line_naming_its_file(trained, overfit_data, tmp_path):
+  """A byte flipped inside a record of one train shard: tf.data's `corrupted record at N` becomes
+  one line naming that shard, and the latest checkpoint is what a rerun resumes from."""
+  import shutil
+  data = tmp_path / "data"
+  shutil.copytree(overfit_data, data)
+  shards = sorted(data.glob("*-train.tfrecord-*"))
+  bad = shards[len(shards) // 2]
+  raw = bytearray(bad.read_bytes())
+  raw[len(raw) // 2] ^= 0xFF  # inside a record's image bytes: its CRC no longer matches
+  bad.write_bytes(bytes(raw))
+  c = tiny_config(data, **{"train.num_steps": 200, "train.checkpoint_every": 200, "train.eval_every": 200})
+  with pytest.raises(UserError, match=rf"a damaged training record at step \d+: {bad}.*resumes from its latest"):
+    train.train_and_evaluate(c, str(tmp_path / "wd"))
+  # Evaluation over the same split (crnn-eval's path) with a trained run's weights: one line too.
+  from crnn_jax import evaluate, inference
+  r = inference.load(str(trained[0]), "latest")
+  with pytest.raises(UserError, match=rf"a damaged train record: {bad}"):
+    evaluate.evaluate(r.steps, r.variables, r.config, str(data), "train", r.charset)
+
+
 def test_a_second_run_on_a_busy_workdir_is_refused(overfit_data, tmp_path):
   """Another process holds WORKDIR/train.lock: crnn-train refuses in one line naming its pid; once
   that process is killed (SIGKILL: no clean-up) the lock is free and training runs."""
