@@ -526,6 +526,27 @@ def resolve_step(workdir, which="best"):
   return latest, step
 
 
+def quiet_orbax_leftovers():
+  """After orbax failed to read a damaged checkpoint, the coroutines it left unawaited print
+  "Exception ignored in: <coroutine ...>" + a traceback each when collected (dozens of screens):
+  from then on such leftovers of orbax's own code are dropped (the failure was reported once)."""
+  import sys
+  prev = sys.unraisablehook
+  if getattr(prev, "_crnn_quiet", False):
+    return
+
+  def hook(u):
+    tb, frames = u.exc_traceback, []
+    while tb is not None:
+      frames.append(tb.tb_frame.f_code.co_filename)
+      tb = tb.tb_next
+    if any("/orbax/" in f for f in frames) or "orbax" in repr(u.object):
+      return
+    prev(u)
+  hook._crnn_quiet = True
+  sys.unraisablehook = hook
+
+
 def restore_intact(workdir, checkpoint, config, num_classes, weights="ema", sharding=None):
   """`restore_variables` of the checkpoint `resolve_step` names; when that one cannot be restored (a
   file missing or truncated) and it was asked for as best or latest, the newest intact step kept in
@@ -545,6 +566,9 @@ def restore_intact(workdir, checkpoint, config, num_classes, weights="ema", shar
     except UserError:
       raise
     except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types for a damaged checkpoint
+      quiet_orbax_leftovers()
+      import gc
+      gc.collect()
       first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       damaged.append(f"step {s} in {m.directory} ({type(e).__name__}: {first})")
       if len(tries) > len(damaged):

@@ -440,6 +440,7 @@ def _restore_newest_intact(latest, best, abstract, workdir, n_proc):
     try:
       state = checkpointing.restore(latest, abstract, step)
     except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types for a damaged checkpoint
+      inference.quiet_orbax_leftovers()
       first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       where = os.path.join(workdir, "checkpoints", str(step))
       if n_proc > 1:
