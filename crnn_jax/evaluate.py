@@ -53,9 +53,7 @@ def eval_batches(steps, config, data_dir, split, max_examples=None):
       if type(e).__name__ != "DataLossError":
         raise
       from crnn_jax.errors import UserError
-      files = input_pipeline.process_files(data_dir, split)
-      found = input_pipeline.find_corrupted_record(files)
-      where = f"{found[0]} ({found[1]})" if found else f"one of {len(files)} {split} shards ({str(e).strip()[:200]})"
+      where = input_pipeline.damaged_record_where(e, input_pipeline.process_files(data_dir, split), split)
       raise UserError(f"a damaged {split} record: {where}; rebuild that shard or restore it from a copy") from None
     b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
     x, f = steps.put(b["image"][p * lb:(p + 1) * lb], b["frames"][p * lb:(p + 1) * lb])

@@ -315,3 +315,10 @@ def find_corrupted_record(files):
       return f, (str(e.message if hasattr(e, "message") else e).strip().splitlines() or [""])[0][:200]
   return None
 
+
+def damaged_record_where(error, files, what):
+  """A tf.data DataLossError ("corrupted record at N", no file named) -> "FILE (its error)" for the
+  first of `files` that fails to read through, or a phrase naming the shards and the error."""
+  found = find_corrupted_record(files)
+  return f"{found[0]} ({found[1]})" if found else f"one of {len(files)} {what} shards ({str(error).strip()[:200]})"
+

@@ -596,9 +596,8 @@ def _train_and_evaluate(config, workdir):
       except Exception as e:  # noqa: BLE001 -- tf.errors.DataLossError: "corrupted record at N", no file named
         if type(e).__name__ != "DataLossError":
           raise
-        files = input_pipeline.process_files(config.data_dir, "train", p, n_proc)
-        found = input_pipeline.find_corrupted_record(files)
-        where = f"{found[0]} ({found[1]})" if found else f"one of {len(files)} train shards ({str(e).strip()[:200]})"
+        where = input_pipeline.damaged_record_where(
+            e, input_pipeline.process_files(config.data_dir, "train", p, n_proc), "train")
         last = latest.latest_step()
         raise UserError(f"a damaged training record at step {step + 1}: {where}. Rebuild that shard (datagen "
                         "render --overwrite, or restore it from a copy); the run resumes from its latest checkpoint "
