@@ -527,24 +527,43 @@ def resolve_step(workdir, which="best"):
 
 
 def quiet_orbax_leftovers():
-  """After orbax failed to read a damaged checkpoint, the coroutines it left unawaited print
-  "Exception ignored in: <coroutine ...>" + a traceback each when collected (dozens of screens):
-  from then on such leftovers of orbax's own code are dropped (the failure was reported once)."""
+  """When orbax fails to read a damaged checkpoint, the reads it had in flight report themselves on
+  other threads and at collection -- "Exception ignored in: <coroutine ...>", "Task exception was
+  never retrieved", "Event loop is closed" -- a traceback each (dozens of screens), some of them
+  before the failure reaches our handler.  Installed before a restore is tried: from then on such
+  leftovers of orbax/tensorstore are dropped (the failure itself is reported once, by the caller);
+  anything else goes to the previous hooks."""
   import sys
   prev = sys.unraisablehook
   if getattr(prev, "_crnn_quiet", False):
     return
 
   def hook(u):
-    tb, frames = u.exc_traceback, []
+    tb, files, names = u.exc_traceback, [], []
     while tb is not None:
-      frames.append(tb.tb_frame.f_code.co_filename)
+      files.append(tb.tb_frame.f_code.co_filename)
+      names.append(tb.tb_frame.f_code.co_name)
       tb = tb.tb_next
-    if any("/orbax/" in f for f in frames) or "orbax" in repr(u.object):
+    if any("/orbax/" in f for f in files) or "orbax" in repr(u.object):
+      return
+    # tensorstore's reads still in flight finish on its own threads and hand their results to the
+    # asyncio loop orbax ran them on, closed by then: each refusal is reported as unraisable with
+    # no object.  Exactly that (RuntimeError from call_soon_threadsafe) is dropped.
+    if (u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed"
+        and "call_soon_threadsafe" in names):
       return
     prev(u)
   hook._crnn_quiet = True
   sys.unraisablehook = hook
+
+  # The orbax tasks and tensorstore futures that failed alongside the first one are logged by
+  # asyncio when collected ("Task/Future exception was never retrieved", a traceback and the whole
+  # tensorstore spec each).
+  def drop_orbax_tasks(record):
+    msg = record.getMessage()
+    return not ("exception was never retrieved" in msg
+                and any(k in msg for k in ("/orbax/", "TensorStore", "OCDBT", "tensorstore")))
+  logging.getLogger("asyncio").addFilter(drop_orbax_tasks)
 
 
 def restore_intact(workdir, checkpoint, config, num_classes, weights="ema", sharding=None):
@@ -560,13 +579,13 @@ def restore_intact(workdir, checkpoint, config, num_classes, weights="ema", shar
     tries += [(kept, s) for s in sorted(kept.all_steps(), reverse=True)
               if not (os.path.samefile(str(kept.directory), str(manager.directory)) and s == step)]
   damaged = []
+  quiet_orbax_leftovers()
   for m, s in tries:
     try:
       variables, used = restore_variables(m, s, config, num_classes, weights, sharding)
     except UserError:
       raise
     except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types for a damaged checkpoint
-      quiet_orbax_leftovers()
       import gc
       gc.collect()
       first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

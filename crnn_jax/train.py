@@ -436,11 +436,11 @@ def _restore_newest_intact(latest, best, abstract, workdir, n_proc):
   moved aside too (<step>.superseded: the run reaches those steps again).  With several processes a
   damaged latest step is one line instead (every process would have to agree on the move)."""
   damaged = []
+  inference.quiet_orbax_leftovers()
   for step in sorted(latest.all_steps(), reverse=True):
     try:
       state = checkpointing.restore(latest, abstract, step)
     except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types for a damaged checkpoint
-      inference.quiet_orbax_leftovers()
       first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       where = os.path.join(workdir, "checkpoints", str(step))
       if n_proc > 1:
