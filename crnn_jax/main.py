@@ -64,6 +64,12 @@ def run():
     print(f"crnn-train: error: bad config override among {bad}: {type(e).__name__} {e}; the keys are those of "
           "the config file (e.g. --config.optimizer.learning_rate=1e-3)", file=sys.stderr)
     sys.exit(2)
+  # Every config value checked before JAX and TensorFlow are imported (crnn_jax/config_check.py).
+  from crnn_jax import config_check
+  bad = config_check.problems(FLAGS.config)
+  if bad:
+    print("crnn-train: error: config: " + "; ".join(bad), file=sys.stderr)
+    sys.exit(2)
   app.run(main, flags_parser=lambda _: argv)
 
 

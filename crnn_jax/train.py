@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 from crnn_jax import checkpointing, compile_stats, inference, input_pipeline, mesh as mesh_lib
 from crnn_jax.evaluate import evaluate, pipeline_spec, variables_of
 from crnn_jax.charset import Charset
+from crnn_jax import config_check
 from crnn_jax.errors import UserError
 from crnn_jax import model as model_lib
 from crnn_jax.model import width_stride
@@ -466,7 +467,9 @@ def _restore_newest_intact(latest, best, abstract, workdir, n_proc):
 
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics.
-  One run per workdir: process 0 holds WORKDIR/train.lock while it trains (`WorkdirLock`)."""
+  One run per workdir: process 0 holds WORKDIR/train.lock while it trains (`WorkdirLock`).  Every
+  config value is checked first (`config_check.validate`), before the workdir is touched."""
+  config_check.validate(config)
   workdir = os.path.abspath(workdir)  # orbax wants absolute paths
   os.makedirs(workdir, exist_ok=True)
   lock = WorkdirLock(workdir) if jax.process_index() == 0 else None

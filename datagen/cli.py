@@ -30,6 +30,31 @@ def log(msg):
 
 
 # ---- options ------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+  """A bad flag or value is one line (the flag, the value, what is allowed) and exit 2, not a usage
+  screen: `datagen COMMAND --help` has the options."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
+def _num(kind, lo=None, hi=None):
+  """An argparse type: an int/float in [lo, hi] (finite), else one message naming what is allowed."""
+  want = ("a whole number" if kind is int else "a finite number") + (
+      f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None else "")
+
+  def parse(text):
+    try:
+      v = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{text!r}: want {want}") from None
+    if v != v or v in (float("inf"), float("-inf")) or (lo is not None and v < lo) or (hi is not None and v > hi):
+      raise argparse.ArgumentTypeError(f"{text!r}: want {want}")
+    return v
+  parse.__name__ = kind.__name__
+  return parse
+
+
 def _add_corpus(p):
   p.add_argument("--corpus", default=None,
                  help="corpus file (default: the bundled THUOCL_poem.txt)")
@@ -38,14 +63,14 @@ def _add_corpus(p):
 
 
 def _add_split(p):
-  p.add_argument("--seed", type=int, default=0, help="seed of the split and of every random choice")
-  p.add_argument("--validation-fraction", type=float, default=0.05, help="share of lines held out for validation")
-  p.add_argument("--test-fraction", type=float, default=0.05, help="share of lines held out for test")
-  p.add_argument("--min-char-count", type=int, default=15,
+  p.add_argument("--seed", type=_num(int, 0, 2**31 - 1), default=0, help="seed of the split and of every random choice")
+  p.add_argument("--validation-fraction", type=_num(float, 0.0, 0.5), default=0.05, help="share of lines held out for validation")
+  p.add_argument("--test-fraction", type=_num(float, 0.0, 0.5), default=0.05, help="share of lines held out for test")
+  p.add_argument("--min-char-count", type=_num(int, 0), default=15,
                  help="balance lines are added until a character with n occurrences in the training corpus "
                       "lines occurs ceil(min_char_count * n ** balance_power) times in training text "
                       "(0 = no balance lines)")
-  p.add_argument("--balance-power", type=float, default=0.5,
+  p.add_argument("--balance-power", type=_num(float, 0.0, 4.0), default=0.5,
                  help="exponent of the balance target: 0 = the same floor for every character (the "
                       "defaults before 2026-11-26 were --min-char-count 40 --balance-power 0); see "
                       "datagen/split.py for why ~0.5 suits a test of corpus lines")
@@ -58,20 +83,20 @@ def _add_render(p):
                  help="font names (file stems) used only for validation/test images, an unseen-font "
                       f"check (default: {' '.join(fonts_lib.DEFAULT_HOLDOUT)} with the bundled fonts, "
                       "none with --fonts)")
-  p.add_argument("--variants", type=int, default=10, help="images rendered per training line")
+  p.add_argument("--variants", type=_num(int, 1), default=10, help="images rendered per training line")
   p.add_argument("--font-weights", nargs="+", default=None, metavar="NAME=W",
                  help="share out each training line's variants in proportion to these font weights "
                       "(fonts not named weigh 1), e.g. to give the fonts read worst more examples; "
                       "default: the variants cycle through the fonts")
-  p.add_argument("--eval-variants", type=int, default=5,
+  p.add_argument("--eval-variants", type=_num(int, 1), default=5,
                  help="images per validation/test line, cycling through the fonts that cover it")
-  p.add_argument("--target-height", type=int, default=32, help="model input height (shared with the model config)")
-  p.add_argument("--frames-per-pixel", type=float, default=0.125,
+  p.add_argument("--target-height", type=_num(int, 8, 512), default=32, help="model input height (shared with the model config)")
+  p.add_argument("--frames-per-pixel", type=_num(float, 0.01, 1.0), default=0.125,
                  help="CTC frames per pixel of width at the target height, 1 / the model's width stride "
                       "(8 for configs/poem_cpu.py; the paper model's 4 gives more frames, so 1/8 suits both); "
                       "labels needing more frames than the image gives are rejected and counted")
-  p.add_argument("--examples-per-shard", type=int, default=2048, help="largest shard; shard counts are multiples of 8")
-  p.add_argument("--workers", type=int, default=0, help="render processes (0 = one per core); output does not depend on it")
+  p.add_argument("--examples-per-shard", type=_num(int, 1), default=2048, help="largest shard; shard counts are multiples of 8")
+  p.add_argument("--workers", type=_num(int, 0, 512), default=0, help="render processes (0 = one per core); output does not depend on it")
   p.add_argument("--write-images", action="store_true",
                  help="also write pic/<line>/<variant>_<font>.jpg and Train|Validation|Test/sample.txt "
                       "(the original example's layout)")
@@ -82,7 +107,8 @@ def _add_render(p):
       g.add_argument(flag, action="store_true", help=f.metadata["help"])
     else:
       typ = int if f.type in (int, "int") else float
-      g.add_argument(flag, type=typ, default=f.default, help=f.metadata["help"])
+      g.add_argument(flag, type=_num(typ, f.metadata["lo"], f.metadata["hi"]), default=f.default,
+                     help=f.metadata["help"])
 
 
 def _add_out(p, overwrite=True):
@@ -93,7 +119,7 @@ def _add_out(p, overwrite=True):
 
 
 def parser():
-  ap = argparse.ArgumentParser(prog="datagen", description=__doc__,
+  ap = _Parser(prog="datagen", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
   fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -111,14 +137,14 @@ def parser():
   p = sub.add_parser("import", help="the original example's layout -> TFRecord dataset", formatter_class=fmt)
   p.add_argument("--src", required=True, help="folder with chinese.txt, Train/sample.txt, Test/sample.txt, images")
   _add_out(p)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--validation-fraction", type=float, default=0.05,
+  p.add_argument("--seed", type=_num(int, 0, 2**31 - 1), default=0)
+  p.add_argument("--validation-fraction", type=_num(float, 0.0, 0.5), default=0.05,
                  help="share of Train label texts held out when there is no Validation/sample.txt")
-  p.add_argument("--target-height", type=int, default=32)
-  p.add_argument("--frames-per-pixel", type=float, default=0.125)
-  p.add_argument("--examples-per-shard", type=int, default=2048)
+  p.add_argument("--target-height", type=_num(int, 8, 512), default=32)
+  p.add_argument("--frames-per-pixel", type=_num(float, 0.01, 1.0), default=0.125)
+  p.add_argument("--examples-per-shard", type=_num(int, 1), default=2048)
   p.add_argument("--color", action="store_true", help="keep RGB images (default: grayscale)")
-  p.add_argument("--max-pixels", type=int, default=40_000_000,
+  p.add_argument("--max-pixels", type=_num(int, 1), default=40_000_000,
                  help="per image, checked from its header before it is decoded")
   p.add_argument("--allow-outside-src", action="store_true",
                  help="let sample.txt name images outside --src (.., absolute paths, links that leave it)")
@@ -187,8 +213,8 @@ def _options(args):
     raise DatagenError(f"--size-min {knobs.size_min} / --size-max {knobs.size_max}: need 6 <= min <= max")
   if not 1 <= knobs.jpeg_min <= knobs.jpeg_max <= 100:
     raise DatagenError(f"--jpeg-min {knobs.jpeg_min} / --jpeg-max {knobs.jpeg_max}: need 1 <= min <= max <= 100")
-  if args.variants < 1 or args.eval_variants < 1:
-    raise DatagenError("--variants and --eval-variants must be at least 1")
+  if knobs.spacing_min > knobs.spacing_max:
+    raise DatagenError(f"--spacing-min {knobs.spacing_min} / --spacing-max {knobs.spacing_max}: need min <= max")
   return build.RenderOptions(seed=getattr(args, "seed", 0), variants=args.variants,
                              font_weights=_font_weights(args.font_weights),
                              eval_variants=args.eval_variants, target_height=args.target_height,
@@ -280,8 +306,6 @@ def step_preview(out):
 def run(argv=None):
   args = parser().parse_args(argv)
   out = pathlib.Path(args.out)
-  if getattr(args, "balance_power", 0.0) < 0:  # before --overwrite removes anything
-    raise DatagenError(f"--balance-power {args.balance_power}: need >= 0")
   if args.command == "build":
     corpus = corpus_lib.read_corpus(args.corpus, require_tab=not args.plain_corpus)
     specs, holdout = _fonts(args)

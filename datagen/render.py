@@ -32,8 +32,10 @@ from PIL import Image, ImageDraw, ImageFilter
 EM_ASCENT = 0.88
 
 
-def knob(default, help):  # noqa: A002 - `help` is the argparse word
-  return dataclasses.field(default=default, metadata={"help": help})
+def knob(default, help, lo=0.0, hi=None):  # noqa: A002 - `help` is the argparse word
+  """A RenderConfig field: its default, its --help text and its allowed range [lo, hi] (checked by
+  datagen's flag parser; a probability is in [0, 1])."""
+  return dataclasses.field(default=default, metadata={"help": help, "lo": lo, "hi": hi})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,43 +48,43 @@ class RenderConfig:
   setting of issue 18 (harsher than the first round's, which were tuned on our own test split);
   BENCHMARKS.md, "Robust reading", has the measurements on the other-world validation set.
   """
-  size_min: int = knob(28, "smallest font size in pixels")
-  size_max: int = knob(40, "largest font size in pixels")
-  spacing_min: float = knob(-0.05, "smallest extra space between characters, x font size")
-  spacing_max: float = knob(0.5, "largest extra space between characters, x font size")
-  margin_x_max: float = knob(1.0, "left/right margin drawn from [0.02, this] x font size")
-  margin_y_max: float = knob(0.45, "top/bottom margin drawn from [0.02, this] x font size")
+  size_min: int = knob(28, "smallest font size in pixels", lo=6, hi=400)
+  size_max: int = knob(40, "largest font size in pixels", lo=6, hi=400)
+  spacing_min: float = knob(-0.05, "smallest extra space between characters, x font size", lo=-0.5, hi=3.0)
+  spacing_max: float = knob(0.5, "largest extra space between characters, x font size", lo=-0.5, hi=3.0)
+  margin_x_max: float = knob(1.0, "left/right margin drawn from [0.02, this] x font size", lo=0.02, hi=10.0)
+  margin_y_max: float = knob(0.45, "top/bottom margin drawn from [0.02, this] x font size", lo=0.02, hi=5.0)
   edge_prob: float = knob(0.25, "probability, per side, that the text touches (or is cut by up to 4 percent of "
-                                "the font size at) the image's left/right edge; half of it for top/bottom")
-  rotate_deg: float = knob(3.0, "rotation drawn from [-this, this] degrees")
-  shear_max: float = knob(0.25, "horizontal shear (italic slant) drawn from [-this, this]")
-  perspective: float = knob(0.06, "corner jitter of the perspective warp, x line height")
+                                "the font size at) the image's left/right edge; half of it for top/bottom", lo=0.0, hi=1.0)
+  rotate_deg: float = knob(3.0, "rotation drawn from [-this, this] degrees", lo=0.0, hi=45.0)
+  shear_max: float = knob(0.25, "horizontal shear (italic slant) drawn from [-this, this]", lo=0.0, hi=1.0)
+  perspective: float = knob(0.06, "corner jitter of the perspective warp, x line height", lo=0.0, hi=0.5)
   wedge_prob: float = knob(0.1, "probability of turning the finished image by up to wedge_deg without "
-                                "growing it, black corner wedges (the original's gen_pic.py)")
-  wedge_deg: float = knob(2.5, "largest turn of wedge_prob, degrees")
-  stroke_prob: float = knob(0.15, "probability of a 1-pixel stroke (bold look)")
-  weight_prob: float = knob(0.3, "probability of a stroke-weight change (thinner or bolder by up to weight_max)")
-  weight_max: float = knob(0.6, "largest stroke-weight change in pixels (erode/dilate of the glyph mask)")
-  rule_prob: float = knob(0.1, "probability of ruled lines in the text colour: underline, overline or a box")
-  gradient_prob: float = knob(0.25, "probability of a linear-gradient background")
-  texture_prob: float = knob(0.35, "probability of a paper-like noise texture background")
-  texture_amp: float = knob(30.0, "strength of gradient/texture (grey levels)")
-  min_contrast: float = knob(90.0, "least luminance difference between text and background")
-  invert_prob: float = knob(0.1, "probability of light text on a dark background")
-  shadow_prob: float = knob(0.1, "probability of a soft drop shadow behind the text")
-  shade_prob: float = knob(0.25, "probability of uneven illumination (a smooth light falloff across the image)")
-  shade_amp: float = knob(0.35, "darkest point of the illumination falloff, 1 - this")
-  blur_prob: float = knob(0.4, "probability of a Gaussian blur")
-  blur_max: float = knob(1.3, "largest blur radius in pixels")
-  lowres_prob: float = knob(0.25, "probability of down-then-up sampling (low resolution look)")
-  lowres_min: float = knob(0.5, "smallest down-sampling factor of the low-resolution look")
-  noise_prob: float = knob(0.5, "probability of additive Gaussian noise")
-  noise_max: float = knob(14.0, "largest noise standard deviation (grey levels)")
-  jpeg_min: int = knob(20, "lowest JPEG quality")
-  jpeg_max: int = knob(95, "highest JPEG quality")
+                                "growing it, black corner wedges (the original's gen_pic.py)", lo=0.0, hi=1.0)
+  wedge_deg: float = knob(2.5, "largest turn of wedge_prob, degrees", lo=0.0, hi=45.0)
+  stroke_prob: float = knob(0.15, "probability of a 1-pixel stroke (bold look)", lo=0.0, hi=1.0)
+  weight_prob: float = knob(0.3, "probability of a stroke-weight change (thinner or bolder by up to weight_max)", lo=0.0, hi=1.0)
+  weight_max: float = knob(0.6, "largest stroke-weight change in pixels (erode/dilate of the glyph mask)", lo=0.0, hi=3.0)
+  rule_prob: float = knob(0.1, "probability of ruled lines in the text colour: underline, overline or a box", lo=0.0, hi=1.0)
+  gradient_prob: float = knob(0.25, "probability of a linear-gradient background", lo=0.0, hi=1.0)
+  texture_prob: float = knob(0.35, "probability of a paper-like noise texture background", lo=0.0, hi=1.0)
+  texture_amp: float = knob(30.0, "strength of gradient/texture (grey levels)", lo=0.0, hi=255.0)
+  min_contrast: float = knob(90.0, "least luminance difference between text and background", lo=0.0, hi=255.0)
+  invert_prob: float = knob(0.1, "probability of light text on a dark background", lo=0.0, hi=1.0)
+  shadow_prob: float = knob(0.1, "probability of a soft drop shadow behind the text", lo=0.0, hi=1.0)
+  shade_prob: float = knob(0.25, "probability of uneven illumination (a smooth light falloff across the image)", lo=0.0, hi=1.0)
+  shade_amp: float = knob(0.35, "darkest point of the illumination falloff, 1 - this", lo=0.0, hi=1.0)
+  blur_prob: float = knob(0.4, "probability of a Gaussian blur", lo=0.0, hi=1.0)
+  blur_max: float = knob(1.3, "largest blur radius in pixels", lo=0.0, hi=10.0)
+  lowres_prob: float = knob(0.25, "probability of down-then-up sampling (low resolution look)", lo=0.0, hi=1.0)
+  lowres_min: float = knob(0.5, "smallest down-sampling factor of the low-resolution look", lo=0.05, hi=1.0)
+  noise_prob: float = knob(0.5, "probability of additive Gaussian noise", lo=0.0, hi=1.0)
+  noise_max: float = knob(14.0, "largest noise standard deviation (grey levels)", lo=0.0, hi=128.0)
+  jpeg_min: int = knob(20, "lowest JPEG quality", lo=1, hi=100)
+  jpeg_max: int = knob(95, "highest JPEG quality", lo=1, hi=100)
   color: bool = knob(False, "store RGB images (colour text/background) instead of grayscale")
   mild_prob: float = knob(0.3, "probability that an image is drawn with the first round's milder knobs "
-                               "(render.FIRST_ROUND) instead of these: easy examples beside the harsh ones")
+                               "(render.FIRST_ROUND) instead of these: easy examples beside the harsh ones", lo=0.0, hi=1.0)
 
 
 # The first round's defaults (tuned on our own test split, made milder to reach its hour's target):
