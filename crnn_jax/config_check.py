@@ -257,3 +257,37 @@ def validate(config, what="config"):
   if bad:
     raise UserError(f"{what}: " + "; ".join(bad))
   return config
+
+
+def arg_type(rule):
+  """An argparse `type=` from a rule (or the dotted config key whose rule it is): crnn-eval's,
+  crnn-predict's and crnn-serve's numeric flags refuse a bad value in argparse's one line, with the
+  same words as the config check (`--beam 0`: "'0': want a whole number >= 1")."""
+  import argparse
+  if isinstance(rule, str):
+    rule = RULES[rule]
+  kind = int if isinstance(rule, Int) else float
+
+  def parse(text):
+    try:
+      v = kind(text)
+    except ValueError:
+      v = text
+    why = rule.why(v)
+    if why:
+      raise argparse.ArgumentTypeError(f"{text!r}: want {why}")
+    return v
+  parse.__name__ = kind.__name__
+  return parse
+
+
+def parser(**kwargs):
+  """An argparse.ArgumentParser whose errors are one line (the flag, the value, what is allowed) and
+  exit 2, not a usage screen: `PROG --help` has the options (crnn-eval, -predict, -export, -serve,
+  -report)."""
+  import argparse
+
+  class OneLine(argparse.ArgumentParser):
+    def error(self, message):
+      self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+  return OneLine(**kwargs)

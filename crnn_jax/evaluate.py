@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from crnn_jax import config_check
+
 
 # ---- evaluation over a split (tf.data over the TFRecords; also train.py's periodic evaluation) --
 def pipeline_spec(config, local_batch_size):
@@ -151,7 +153,7 @@ def _describe(s):
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(prog="crnn-eval", description=__doc__,
+  ap = config_check.parser(prog="crnn-eval", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
   from crnn_jax.workdir import add_checkpoint_flags, add_decoder_flags, decoder_overrides
@@ -159,8 +161,8 @@ def main(argv=None):
   add_decoder_flags(ap)
   ap.add_argument("--data", default=None, help="DATA_DIR (default: the one the run trained on)")
   ap.add_argument("--split", default="test")
-  ap.add_argument("--gallery", type=int, default=40, help="worst cases drawn into errors_<split>.png")
-  ap.add_argument("--max-examples", type=int, default=None)
+  ap.add_argument("--gallery", type=config_check.arg_type(config_check.Int(0)), default=40, help="worst cases drawn into errors_<split>.png")
+  ap.add_argument("--max-examples", type=config_check.arg_type(config_check.Int(1)), default=None)
   ap.add_argument("--predictions", default=None, metavar="F.tsv",
                   help="also write every example as reference<TAB>prediction<TAB>font<TAB>edit distance")
   args = ap.parse_args(argv)

@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 
-from crnn_jax import inference
+from crnn_jax import config_check, inference
 
 FORMATS = ("stablehlo", "savedmodel", "onnx")
 CONTRACT_VERSION = 1
@@ -264,7 +264,7 @@ def export_all(reader, out, formats, quantize=False):
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(prog="crnn-export", description=__doc__,
+  ap = config_check.parser(prog="crnn-export", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--out", required=True)

@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+from crnn_jax import config_check
+
 CHUNK = 256  # images decoded and read at a time (memory stays bounded on large folders)
 
 
@@ -33,7 +35,7 @@ def format_line(path, reading, fmt):
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(prog="crnn-predict", description=__doc__,
+  ap = config_check.parser(prog="crnn-predict", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--workdir", required=True)
   from crnn_jax.workdir import (add_checkpoint_flags, add_decoder_flags, add_device_flags, decoder_overrides,
@@ -42,7 +44,7 @@ def main(argv=None):
   add_decoder_flags(ap)
   add_device_flags(ap)
   ap.add_argument("--format", choices=("tsv", "jsonl"), default="tsv")
-  ap.add_argument("--alternatives", type=int, default=0, metavar="K",
+  ap.add_argument("--alternatives", type=config_check.arg_type(config_check.Int(0, 100)), default=0, metavar="K",
                   help="also the K best texts of the beam search, each with its share (jsonl)")
   ap.add_argument("--output", default=None, help="also write the lines to this file")
   ap.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")

@@ -15,6 +15,8 @@ import pathlib
 import statistics
 import sys
 
+from crnn_jax import config_check
+
 
 def _flatten(d, prefix=""):
   out = {}
@@ -115,7 +117,7 @@ def plot(runs, out_png):
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(prog="crnn-report", description=__doc__,
+  ap = config_check.parser(prog="crnn-report", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("workdirs", nargs="+")
   ap.add_argument("--split", default="test", help="which crnn-eval result to prefer (eval_<split>.json)")

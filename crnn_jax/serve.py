@@ -36,6 +36,9 @@ import pathlib
 import sys
 import time
 
+from crnn_jax import config_check
+from crnn_jax.config_check import Float, Int, arg_type as num
+
 log = logging.getLogger("crnn_jax.serve")
 
 PAGE = pathlib.Path(__file__).with_name("web") / "index.html"
@@ -448,7 +451,7 @@ def wait_ready(proc, url, timeout=600, why=lambda: ""):
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(prog="crnn-serve", description=__doc__,
+  ap = config_check.parser(prog="crnn-serve", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   src = ap.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="a training workdir (its best checkpoint's EMA weights, its decoding)")
@@ -459,15 +462,15 @@ def main(argv=None):
   add_decoder_flags(ap)
   add_device_flags(ap)
   ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-  ap.add_argument("--port", type=int, default=8000)
-  ap.add_argument("--max-batch", type=int, default=32, help="lines per device batch")
-  ap.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-  ap.add_argument("--max-queue", type=int, default=256, help="requests waiting before 503")
-  ap.add_argument("--max-body-mb", type=float, default=10.0)
-  ap.add_argument("--max-pixels", type=int, default=25_000_000, help="per image, read from its header before decoding")
-  ap.add_argument("--max-images", type=int, default=64, help="images per request")
-  ap.add_argument("--request-timeout-s", type=float, default=30.0)
-  ap.add_argument("--graceful-shutdown-s", type=float, default=30.0, help="on SIGTERM, how long in-flight requests may take")
+  ap.add_argument("--port", type=num(Int(0, 65535)), default=8000)
+  ap.add_argument("--max-batch", type=num(Int(1, 4096)), default=32, help="lines per device batch")
+  ap.add_argument("--max-wait-ms", type=num(Float(0.0, 10_000.0)), default=5.0, help="how long a batch waits for more requests")
+  ap.add_argument("--max-queue", type=num(Int(1)), default=256, help="requests waiting before 503")
+  ap.add_argument("--max-body-mb", type=num(Float(0.0, 4096.0, lo_open=True)), default=10.0)
+  ap.add_argument("--max-pixels", type=num(Int(1)), default=25_000_000, help="per image, read from its header before decoding")
+  ap.add_argument("--max-images", type=num(Int(1)), default=64, help="images per request")
+  ap.add_argument("--request-timeout-s", type=num(Float(0.0, lo_open=True)), default=30.0)
+  ap.add_argument("--graceful-shutdown-s", type=num(Float(0.0)), default=30.0, help="on SIGTERM, how long in-flight requests may take")
   ap.add_argument("--no-warmup", action="store_true", help="ready at once; compile on first requests")
   args = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="crnn-serve: %(message)s")

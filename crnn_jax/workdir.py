@@ -3,6 +3,8 @@ crnn-predict, crnn-export, crnn-serve), and the CPU devices predict and serve re
 takes what they give."""
 import os
 
+from crnn_jax import config_check
+
 
 def add_checkpoint_flags(ap):
   """crnn-eval's and crnn-predict's --checkpoint and --weights."""
@@ -26,11 +28,11 @@ def add_decoder_flags(ap):
   g.add_argument("--decoder", choices=("greedy", "beam"), default=None,
                  help="greedy: best class per frame; beam: CTC prefix beam search, with the character "
                       "language model of the training lines when --lm-weight is not 0")
-  g.add_argument("--beam", type=int, default=None, help="prefixes kept per frame")
-  g.add_argument("--lm-weight", type=float, default=None,
+  g.add_argument("--beam", type=config_check.arg_type("decode.beam"), default=None, help="prefixes kept per frame")
+  g.add_argument("--lm-weight", type=config_check.arg_type("decode.lm_weight"), default=None,
                  help="weight of the character n-gram LM's log-probability (0: no LM)")
-  g.add_argument("--lm-order", type=int, default=None, help="n of the character n-gram LM")
-  g.add_argument("--length-bonus", type=float, default=None, help="score added per character")
+  g.add_argument("--lm-order", type=config_check.arg_type("decode.lm_order"), default=None, help="n of the character n-gram LM")
+  g.add_argument("--length-bonus", type=config_check.arg_type("decode.length_bonus"), default=None, help="score added per character")
 
 
 def decoder_overrides(args):
@@ -41,7 +43,7 @@ def decoder_overrides(args):
 def add_device_flags(ap):
   """crnn-predict's and crnn-serve's --cpu-devices (before jax is imported: `setup_cpu_devices`)."""
   n = min(2, os.cpu_count() or 1)
-  ap.add_argument("--cpu-devices", type=int, default=n, metavar="N",
+  ap.add_argument("--cpu-devices", type=config_check.arg_type(config_check.Int(1, 1024)), default=n, metavar="N",
                   help=f"on a CPU host: split it into N XLA devices and read each batch across them, as "
                        f"training does (default {n}: on 2 cores the batched reading is ~1.3x one device's, "
                        "BENCHMARKS.md 'Serving under load'); 1: one device.  A GPU/TPU host reads on its "

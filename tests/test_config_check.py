@@ -190,3 +190,30 @@ def test_datagen_refuses_pairs_that_contradict_each_other(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expect in err, err
   assert not (tmp_path / "out").exists()
+
+
+# The reading tools' numeric flags: (module, flag, bad value); each refused before anything is loaded.
+BAD_TOOL_FLAGS = [
+    ("predict", "--beam", "0"), ("predict", "--lm-weight", "-1"), ("predict", "--lm-order", "9"),
+    ("predict", "--length-bonus", "inf"), ("predict", "--alternatives", "-1"), ("predict", "--cpu-devices", "0"),
+    ("evaluate", "--gallery", "-1"), ("evaluate", "--max-examples", "0"), ("evaluate", "--beam", "x"),
+    ("serve", "--port", "70000"), ("serve", "--max-batch", "0"), ("serve", "--max-wait-ms", "-1"),
+    ("serve", "--max-queue", "0"), ("serve", "--max-body-mb", "0"), ("serve", "--max-pixels", "0"),
+    ("serve", "--max-images", "0"), ("serve", "--request-timeout-s", "0"), ("serve", "--graceful-shutdown-s", "nan"),
+    ("serve", "--cpu-devices", "-2"),
+]
+
+
+def test_the_reading_tools_refuse_bad_numbers_in_one_line(tmp_path):
+  def run(row):
+    module, flag, value = row
+    args = [sys.executable, "-m", f"crnn_jax.{module}", "--workdir", str(tmp_path), flag, value]
+    if module == "predict":
+      args.append(str(tmp_path))
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    results = list(pool.map(run, BAD_TOOL_FLAGS))
+  for (module, flag, value), r in zip(BAD_TOOL_FLAGS, results):
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1, (flag, r.returncode, err)
+    assert f"argument {flag}: {value!r}: want" in err, err
