@@ -109,6 +109,10 @@ def open_image(src, max_pixels=MAX_PIXELS, max_bytes=None):
   try:
     if im.format == "JPEG" and im.mode in ("RGB", "YCbCr", "L"):
       im.draft("L", None)  # libjpeg's own grey output (the luma plane), as tf.io.decode_jpeg(channels=1)
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+      name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else f"an image of {len(data)} bytes"
+      log.warning("%s has %d frames (an animated GIF or a multi-page TIFF): the first is read", name, frames)
     im.load()
     im = ImageOps.exif_transpose(im)
     return _pil_to_gray(im)
@@ -117,6 +121,19 @@ def open_image(src, max_pixels=MAX_PIXELS, max_bytes=None):
 
 
 def _pil_to_gray(im):
+  if im.mode.startswith("I") or im.mode == "F":
+    # 16/32-bit integer or float grey (a 16-bit PNG or TIFF): Pillow's convert("L") clips at 255, so
+    # grey ink on 16 bits came out white.  Scaled from the full 16-bit range (or [0, 1] for floats
+    # up to 1), clipped otherwise.
+    a = np.asarray(im, np.float64)
+    if im.mode.startswith("I;16") or (im.mode == "I" and a.max(initial=0) > 255):
+      a = a / 257.0
+    elif im.mode == "F" and a.max(initial=0) <= 1.0:
+      a = a * 255.0
+    g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    if g.size == 0:
+      raise ImageError(f"empty image ({im.width}x{im.height})")
+    return g
   if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
     from PIL import Image
     rgba = im.convert("RGBA")

@@ -12,7 +12,7 @@ import pathlib
 import time
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from datagen import build, records, render
 from datagen.charset import Charset
@@ -68,8 +68,11 @@ def read_sample_txt(path, charset, root, allow_outside=False):
 
 
 def load_image_bytes(img_path, where, channels, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES):
-  """Decodes fully (a truncated file fails here) and returns JPEG bytes with `channels`.  Bounded
-  before decoding: the file's size, then the pixel count its header declares."""
+  """Decodes fully (a truncated file fails here) and returns (JPEG bytes with `channels`, height,
+  width, frames).  Bounded before decoding: the file's size, then the pixel count its header
+  declares.  EXIF rotation is applied (as crnn-predict does); of a multi-frame file (an animated
+  GIF, a multi-page TIFF) the first frame is taken and `frames` says how many it had (the import
+  counts them in its log)."""
   p = pathlib.Path(img_path)
   try:
     size = p.stat().st_size
@@ -92,12 +95,21 @@ def load_image_bytes(img_path, where, channels, max_pixels=MAX_PIXELS, max_bytes
                        "re-export it or remove its line") from None
   if im.width == 0 or im.height == 0:
     raise DatagenError(f"{where}: image {img_path} is empty ({im.width}x{im.height})")
+  frames = getattr(im, "n_frames", 1)
   mode = "L" if channels == 1 else "RGB"
-  if im.format == "JPEG" and im.mode == mode:
-    return raw, im.height, im.width
+  turned = im.getexif().get(0x0112, 1) not in (0, 1)  # EXIF orientation
+  if im.format == "JPEG" and im.mode == mode and not turned:
+    return raw, im.height, im.width, frames
+  im = ImageOps.exif_transpose(im)
+  if im.mode.startswith("I") or im.mode == "F":  # 16-bit grey: convert("L") would clip it to white
+    a = np.asarray(im, np.float64)
+    a = a / 257.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else a * (255.0 if a.max(initial=0) <= 1 else 1)
+    im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+  if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
   buf = io.BytesIO()
   im.convert(mode).save(buf, format="JPEG", quality=95)
-  return buf.getvalue(), im.height, im.width
+  return buf.getvalue(), im.height, im.width, frames
 
 
 def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
@@ -131,7 +143,7 @@ def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
   charset.write(out)
   records.remove_shards(out)
   channels = 3 if color else 1
-  counts, rejected, infos = {}, {}, []
+  counts, rejected, infos, multi = {}, {}, [], []
   t0 = time.time()
   line_id = 0
   for split, _ in SPLIT_DIRS:
@@ -143,7 +155,9 @@ def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
     rejected[split] = 0
     seen = collections.Counter()
     for pos, (img, label, n) in enumerate(tqdm(rows, desc=f"import {split}", unit="img", mininterval=2.0)):
-      jpeg, h, w = load_image_bytes(img, f"{split} sample.txt:{n}", channels, max_pixels=max_pixels)
+      jpeg, h, w, frames = load_image_bytes(img, f"{split} sample.txt:{n}", channels, max_pixels=max_pixels)
+      if frames > 1:
+        multi.append(f"{split} sample.txt:{n} {img.name} ({frames})")
       line_id += 1
       if render.frames_available(h, w, target_height, frames_per_pixel) < render.frames_needed(label):
         rejected[split] += 1
@@ -160,11 +174,15 @@ def import_dataset(src, out, seed=0, validation_fraction=0.05, target_height=32,
     counts[split] = {"lines": len(set(l for _, l, _ in rows)), "images": sum(writer.shard_lengths),
                      "shards": writer.total, "bytes": writer.num_bytes}
     log(f"{split}: {counts[split]['images']} images, {rejected[split]} rejected as infeasible for CTC")
+  if multi:
+    log(f"NOTE: {len(multi)} images have several frames (animated GIF, multi-page TIFF); the first frame of "
+        f"each was imported: {', '.join(multi[:5])}{' ...' if len(multi) > 5 else ''}")
   records.write_metadata(out, infos, channels, description=f"imported from {src.name}")
   meta = {"format": build.META_FORMAT, "imported_from": str(src), "seed": seed,
           "target_height": target_height, "frames_per_pixel": frames_per_pixel, "channels": channels,
           "num_chars": len(charset), "fonts": [], "counts": counts,
-          "skips": {"infeasible_label": rejected}, "label_overlap_with_train": overlap,
+          "skips": {"infeasible_label": rejected}, "multi_frame_first_taken": len(multi),
+          "label_overlap_with_train": overlap,
           "render_seconds": round(time.time() - t0, 1), "versions": build.versions()}
   build.write_meta(out, meta)
   return meta

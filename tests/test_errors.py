@@ -161,12 +161,35 @@ def test_import_unreadable_image(tmp_path, small_data, capsys):
 
 
 def test_import_works_on_a_good_folder(tmp_path, small_data, capsys):
+  """Also: a JPEG stored sideways with EXIF orientation is imported upright, a 16-bit PNG keeps its
+  grey (not clipped to white), an animated GIF gives its first frame with a NOTE counting it."""
+  import io
+  import numpy as np
+  from PIL import Image
   src = _original_layout(tmp_path, small_data)
+  lines = (src / "Train" / "sample.txt").read_text(encoding="utf-8").splitlines()
+  grey = [np.asarray(Image.open(src / "pic" / f"{i}.jpg").convert("L")) for i in range(3)]
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(grey[0]).transpose(Image.Transpose.ROTATE_90).save(src / "pic" / "0.jpg", exif=exif, quality=95)
+  Image.fromarray(grey[1].astype(np.uint16) * 257).save(src / "pic" / "1.png")
+  Image.fromarray(grey[2]).save(src / "pic" / "2.gif", save_all=True,
+                                append_images=[Image.fromarray(255 - grey[2])])
+  lines[1] = lines[1].replace("pic/1.jpg", "pic/1.png")
+  lines[2] = lines[2].replace("pic/2.jpg", "pic/2.gif")
+  (src / "Train" / "sample.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
   code, err = run(capsys, "import", "--src", str(src), "--out", str(tmp_path / "o"), "--validation-fraction", "0")
   assert code == 0, err
+  assert "NOTE: 1 images have several frames" in err and "2.gif (2)" in err, err
   import tensorflow_datasets as tfds
   b = tfds.builder_from_directory(str(tmp_path / "o"))
   assert b.info.splits["train"].num_examples == 4 and b.info.splits["test"].num_examples == 2
+  got = {}
+  for ex in tfds.as_numpy(b.as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()})):
+    got[int(ex["line_id"])] = np.asarray(Image.open(io.BytesIO(ex["image"])).convert("L"), np.float32)
+  for i in range(3):  # line ids count from 1 in sample.txt order
+    assert got[i + 1].shape == grey[i].shape, i  # upright again (0), the same size (1, 2)
+    assert abs(got[i + 1] - grey[i]).mean() < 6, i  # the same picture: not white, not the second frame
 
 
 def test_data_dir_holding_a_different_dataset(tmp_path, tiny_corpus, capsys):

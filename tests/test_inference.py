@@ -251,6 +251,32 @@ def test_transparent_and_colour_images_become_grey_on_white():
   assert inference.open_image(np.ones((4, 4), np.float32))[0, 0] == 255
 
 
+def test_exif_rotation_16_bit_grey_and_multi_frame_files(tmp_path, caplog):
+  """A JPEG stored sideways with EXIF orientation 6 reads upright; 16-bit grey is scaled, not clipped
+  to white; of an animated GIF the first frame is read, with a warning naming the file."""
+  import logging
+  from PIL import Image
+  upright = np.full((20, 60), 255, np.uint8)
+  upright[5:15, 5:15] = 0  # ink at the left end
+  stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # 60 high, 20 wide
+  exif = Image.Exif()
+  exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+  buf = io.BytesIO()
+  stored.save(buf, "JPEG", exif=exif, quality=95)
+  g = inference.open_image(buf.getvalue())
+  assert g.shape == (20, 60) and g[10, 10] < 64 and g[10, 50] > 192
+  deep = Image.fromarray(np.full((10, 30), 20000, np.uint16))  # grey ink on 16 bits: ~78 of 255
+  path16 = tmp_path / "deep.png"
+  deep.save(path16)
+  assert 60 < int(inference.open_image(path16)[0, 0]) < 100
+  frames = [Image.new("L", (30, 10), v) for v in (0, 255)]
+  gif = tmp_path / "anim.gif"
+  frames[0].save(gif, save_all=True, append_images=frames[1:])
+  with caplog.at_level(logging.WARNING, logger="crnn_jax.inference"):
+    assert int(inference.open_image(gif)[0, 0]) == 0
+  assert "anim.gif has 2 frames" in caplog.text and "the first is read" in caplog.text
+
+
 def test_predict_jsonl(workdir, overfit_data, tmp_path, capsys):
   from crnn_jax import predict
   for i, (jpeg, _) in enumerate(_examples(overfit_data, 3)):
