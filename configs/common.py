@@ -14,6 +14,10 @@ def base_config():
   c.input.width_buckets = (96, 128, 160, 192, 224, 256, 320, 384, 512, 640)
   c.input.max_label_length = 24
   c.input.shuffle_buffer = 8192
+  # True: a damaged TFRecord shard is read up to its damaged record and its rest left out, the
+  # shards checked once at the start and the records left out counted in the log (and in
+  # WORKDIR/damaged_records.json); False: a damaged record stops the run with one line naming it.
+  c.input.skip_damaged_records = False
   c.input.augment = ml_collections.ConfigDict()
   c.input.augment.width_jitter = 0.1    # resized width x U(1 - j, 1 + j)
   c.input.augment.contrast = 0.2

@@ -140,6 +140,7 @@ RULES = {
     "input.width_buckets": Ints(lo=1, increasing=True),
     "input.max_label_length": Int(lo=1),
     "input.shuffle_buffer": Int(lo=1),
+    "input.skip_damaged_records": Bool(),
     "input.augment.width_jitter": Float(0.0, 1.0, hi_open=True),
     "input.augment.contrast": Float(0.0, 1.0, hi_open=True),
     "input.augment.brightness": Float(0.0, 1.0),

@@ -45,7 +45,9 @@ def eval_batches(steps, config, data_dir, split, max_examples=None):
   n_proc, p = jax.process_count(), jax.process_index()
   gb = config.eval.batch_size
   lb = gb // n_proc
-  ds = iter(input_pipeline.eval_dataset(data_dir, pipeline_spec(config, gb), split, max_examples=max_examples))
+  skip = bool(config.input.get("skip_damaged_records", False))
+  ds = iter(input_pipeline.eval_dataset(data_dir, pipeline_spec(config, gb), split, max_examples=max_examples,
+                                        skip_damaged=skip))
   while True:
     try:
       raw = next(ds)
@@ -56,7 +58,8 @@ def eval_batches(steps, config, data_dir, split, max_examples=None):
         raise
       from crnn_jax.errors import UserError
       where = input_pipeline.damaged_record_where(e, input_pipeline.process_files(data_dir, split), split)
-      raise UserError(f"a damaged {split} record: {where}; rebuild that shard or restore it from a copy") from None
+      raise UserError(f"a damaged {split} record: {where}; rebuild that shard or restore it from a copy (or read "
+                      "each shard up to its damage: --config.input.skip_damaged_records=True in training)") from None
     b = input_pipeline.pad_rows(input_pipeline.to_numpy(raw), gb)
     x, f = steps.put(b["image"][p * lb:(p + 1) * lb], b["frames"][p * lb:(p + 1) * lb])
     yield b, int(b["weight"].sum()), (x, f)

@@ -221,13 +221,15 @@ def _grouped(ds, spec, drop_remainder):
 
 
 def train_dataset(data_dir, spec, augment, seed, process_index=0, process_count=1,
-                  shuffle_buffer=4096, split="train"):
+                  shuffle_buffer=4096, split="train", skip_damaged=False):
   """Endless, shuffled, bucketed local batches.
 
   The order is a pure function of (seed, epoch, process): epoch e of process p reads p's shards
   in an order drawn from (seed, e, p), permutes their records in blocks of `shuffle_buffer`
   with keys drawn from the same, and augments element i with the stateless key (seed, e, p, i).  Restarting a run therefore
   replays the same stream; the trainer also checkpoints the iterator itself (exact resume).
+  `skip_damaged`: a shard is read up to its first damaged record and its rest is left out (tf.data
+  cannot find the next record past a bad length); `damaged_shards` counts what that leaves out.
   """
   tf = _tf()
   import tensorflow_datasets as tfds
@@ -239,8 +241,8 @@ def train_dataset(data_dir, spec, augment, seed, process_index=0, process_count=
   def epoch(e):
     stream = e * n_proc + p
     order = tf.random.experimental.stateless_shuffle(files, seed=tf.stack([tf.constant(seed, tf.int64), stream]))
-    ds = tf.data.Dataset.from_tensor_slices(order).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(4, n_files), block_length=8)
+    read = (lambda f: tf.data.TFRecordDataset(f).ignore_errors()) if skip_damaged else tf.data.TFRecordDataset
+    ds = tf.data.Dataset.from_tensor_slices(order).interleave(read, cycle_length=min(4, n_files), block_length=8)
     # A stateless block shuffle (tf's shuffle() with a per-epoch seed is not checkpointable):
     # blocks of `shuffle_buffer` records, each permuted by (seed, epoch, process, block).
     ds = ds.batch(shuffle_buffer).enumerate().map(
@@ -260,9 +262,18 @@ def train_dataset(data_dir, spec, augment, seed, process_index=0, process_count=
   return ds.with_options(options)
 
 
-def eval_dataset(data_dir, spec, split, process_index=0, process_count=1, max_examples=None):
+def eval_dataset(data_dir, spec, split, process_index=0, process_count=1, max_examples=None, skip_damaged=False):
+  """`skip_damaged`: each shard read up to its first damaged record (train_dataset's)."""
   tf = _tf()
-  ds = open_split(data_dir, split, process_index, process_count)
+  if skip_damaged:
+    import tensorflow_datasets as tfds
+    features = _builder(data_dir, split).info.features
+    files = process_files(data_dir, split, process_index, process_count)
+    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+        lambda f: tf.data.TFRecordDataset(f).ignore_errors(), cycle_length=min(4, len(files)), block_length=16)
+    ds = ds.map(lambda rec: features.deserialize_example(rec, decoders={"image": tfds.decode.SkipDecoding()}))
+  else:
+    ds = open_split(data_dir, split, process_index, process_count)
   if max_examples:
     ds = ds.take(max_examples // process_count)
   ds = ds.enumerate().map(preprocess_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
@@ -314,6 +325,25 @@ def find_corrupted_record(files):
     except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as e:
       return f, (str(e.message if hasattr(e, "message") else e).strip().splitlines() or [""])[0][:200]
   return None
+
+
+def damaged_shards(data_dir, split, process_index=0, process_count=1):
+  """This process's shards of `split` read through -> [(file, records read, records the shard holds,
+  the error's first line)] for each that stops at a damaged record, in file order."""
+  import tensorflow as tf
+  info = _builder(data_dir, split).info.splits[split]
+  files = [str(f) for f in info.filepaths]
+  lengths = list(info.shard_lengths)
+  out = []
+  for i in range(process_index, len(files), process_count):
+    n = 0
+    try:
+      for _ in tf.data.TFRecordDataset(files[i]):
+        n += 1
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as e:
+      first = (str(e.message if hasattr(e, "message") else e).strip().splitlines() or [""])[0][:200]
+      out.append((files[i], n, int(lengths[i]), first))
+  return out
 
 
 def damaged_record_where(error, files, what):

@@ -430,6 +430,24 @@ class WorkdirLock:
       self.fd = None
 
 
+def _report_damaged_shards(config, workdir, p, n_proc, is_main):
+  """input.skip_damaged_records: this process's train shards read through once; each damaged one is
+  named with the records it loses (its rest past the damage, every epoch), one line each, and the
+  count goes to WORKDIR/damaged_records.json (process 0's shards)."""
+  t0 = time.time()
+  bad = input_pipeline.damaged_shards(config.data_dir, "train", p, n_proc)
+  lost = sum(total - read for _, read, total, _ in bad)
+  for f, read, total, err in bad:
+    print(f"WARNING: skip_damaged_records: {f} stops at a damaged record after {read} of {total} records "
+          f"({err}); the {total - read} after it are left out of training", file=sys.stderr)
+  print(f"skip_damaged_records: {len(bad)} damaged train shards, {lost} records left out of every epoch "
+        f"(checked in {time.time() - t0:.1f} s)", file=sys.stderr)
+  if is_main:
+    with open(os.path.join(workdir, "damaged_records.json"), "w", encoding="utf-8") as f:
+      json.dump({"records_left_out": lost, "shards": [
+          {"file": f_, "read": r, "records": t, "error": e} for f_, r, t, e in bad]}, f, indent=2)
+
+
 def _restore_newest_intact(latest, best, abstract, workdir, n_proc):
   """The newest kept step that restores.  A damaged one (a file missing or truncated) is moved aside
   to checkpoints/<step>.damaged (kept for the user, out of orbax's way: the run will save that step
@@ -505,9 +523,12 @@ def _train_and_evaluate(config, workdir):
   latest, best = checkpointing.managers(workdir, config)
   p = jax.process_index()
   spec = pipeline_spec(config, gb // n_proc)
+  skip = bool(config.input.get("skip_damaged_records", False))
+  if skip:
+    _report_damaged_shards(config, workdir, p, n_proc, is_main)
   ds = input_pipeline.train_dataset(config.data_dir, spec, config.input.augment, seed=config.seed,
                                     process_index=p, process_count=n_proc,
-                                    shuffle_buffer=config.input.shuffle_buffer)
+                                    shuffle_buffer=config.input.shuffle_buffer, skip_damaged=skip)
   it = iter(ds)
   if latest.latest_step() is not None:
     state = _restore_newest_intact(latest, best, compiled.abstract_with_shardings(), workdir, n_proc)
@@ -603,8 +624,9 @@ def _train_and_evaluate(config, workdir):
             e, input_pipeline.process_files(config.data_dir, "train", p, n_proc), "train")
         last = latest.latest_step()
         raise UserError(f"a damaged training record at step {step + 1}: {where}. Rebuild that shard (datagen "
-                        "render --overwrite, or restore it from a copy); the run resumes from its latest checkpoint "
-                        f"({'step ' + str(last) if last is not None else 'none yet'})") from None
+                        "render --overwrite, or restore it from a copy) -- or train on without that shard's rest: "
+                        "--config.input.skip_damaged_records=True (counted in the log); the run resumes from its "
+                        f"latest checkpoint ({'step ' + str(last) if last is not None else 'none yet'})") from None
       width = mesh_lib.agree_on_width(local["image"].shape[2])
       local = input_pipeline.pad_width(local, width)
       batch = mesh_lib.global_batch({k: local[k] for k in DEVICE_KEYS}, mesh)

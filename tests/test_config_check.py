@@ -23,6 +23,7 @@ BAD_CONFIG = {
     "input.width_buckets": "(256,128)",
     "input.max_label_length": "0",
     "input.shuffle_buffer": "0",
+    "input.skip_damaged_records": "sometimes",
     "input.augment.width_jitter": "1.5",
     "input.augment.contrast": "-0.1",
     "input.augment.brightness": "2",

@@ -234,7 +234,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_one(overfit_data, 
     inference.load(str(wd), "latest")
 
 
-def test_a_corrupted_training_record_is_one_line_naming_its_file(trained, overfit_data, tmp_path):
+def test_a_corrupted_training_record_is_one_line_naming_its_file(trained, overfit_data, tmp_path, capsys):
   """A byte flipped inside a record of one train shard: tf.data's `corrupted record at N` becomes
   one line naming that shard, and the latest checkpoint is what a rerun resumes from."""
   import shutil
@@ -253,6 +253,21 @@ def test_a_corrupted_training_record_is_one_line_naming_its_file(trained, overfi
   r = inference.load(str(trained[0]), "latest")
   with pytest.raises(UserError, match=rf"a damaged train record: {bad}"):
     evaluate.evaluate(r.steps, r.variables, r.config, str(data), "train", r.charset)
+  # input.skip_damaged_records: the shard is read up to the damage, its rest left out and counted
+  # (the log and damaged_records.json), training and its evaluations run to the end.
+  wd = tmp_path / "wd_skip"
+  c = tiny_config(data, **{"train.num_steps": 10, "train.checkpoint_every": 10, "train.eval_every": 10,
+                           "input.skip_damaged_records": True})
+  capsys.readouterr()
+  train.train_and_evaluate(c, str(wd))
+  out, err = capsys.readouterr()
+  report = json.loads((wd / "damaged_records.json").read_text())
+  [shard] = report["shards"]
+  assert shard["file"] == str(bad) and 0 < shard["read"] < shard["records"]
+  lost = shard["records"] - shard["read"]
+  assert report["records_left_out"] == lost
+  assert f"skip_damaged_records: 1 damaged train shards, {lost} records left out of every epoch" in err, err
+  assert f"(n={48 - lost})" in out, out  # the evaluation read every record but those
 
 
 def test_a_second_run_on_a_busy_workdir_is_refused(overfit_data, tmp_path):
