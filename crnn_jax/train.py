@@ -430,6 +430,38 @@ class WorkdirLock:
       self.fd = None
 
 
+def _disk_full(e):
+  """An exception (or one in its chain) from a full disk: OSError ENOSPC, or an orbax/TensorFlow
+  error whose text says so."""
+  import errno
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def _out_of_space(workdir, latest, e):
+  """The one line of a checkpoint (or metrics) write that found the disk full: free space now, the
+  size of the last checkpoint, and the intact step a rerun resumes from (orbax lists only finished
+  steps; an unfinished one is a *.orbax-checkpoint-tmp-* folder it ignores and later removes)."""
+  import shutil
+  steps = latest.all_steps(read=True) if hasattr(latest, "all_steps") else []
+  last = max(steps) if steps else None
+  size = ""
+  if last is not None:
+    d = os.path.join(workdir, "checkpoints", str(last))
+    n = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs)
+    size = f"; a checkpoint of this run takes {n / 1e6:.1f} MB"
+  free = shutil.disk_usage(workdir).free
+  first = (str(e).strip().splitlines() or ["ENOSPC"])[0][:160]
+  return UserError(f"out of disk space writing into {workdir} ({type(e).__name__}: {first}): {free / 1e6:.0f} MB "
+                   f"free{size}. Free some space and rerun the same command: it resumes from "
+                   + (f"step {last}, which is intact" if last is not None else "the start (no step was saved)"))
+
+
 def _report_damaged_shards(config, workdir, p, n_proc, is_main):
   """input.skip_damaged_records: this process's train shards read through once; each damaged one is
   named with the records it loses (its rest past the damage, every epoch), one line each, and the
@@ -706,6 +738,10 @@ def _train_and_evaluate(config, workdir):
                   file=sys.stderr)
         break
     failed = False
+  except Exception as e:
+    if _disk_full(e):
+      raise _out_of_space(workdir, latest, e) from None
+    raise
   finally:
     preemption.restore()
     counter.close()
@@ -716,6 +752,8 @@ def _train_and_evaluate(config, workdir):
         manager.wait_until_finished()
       except Exception as e:
         if not failed:
+          if _disk_full(e):
+            raise _out_of_space(workdir, latest, e) from None
           raise
         # the loop's own exception, on its way out, is the one to see
         print(f"WARNING: an async checkpoint save failed too: {type(e).__name__}: {e}", file=sys.stderr)

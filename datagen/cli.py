@@ -21,7 +21,7 @@ import time
 
 from datagen import build, charset as charset_lib, corpus as corpus_lib, fonts as fonts_lib
 from datagen import manifest, preview as preview_lib, records, render, split as split_lib
-from datagen.errors import DatagenError
+from datagen.errors import DatagenError, is_disk_full
 
 
 
@@ -170,6 +170,16 @@ def _guard(out: pathlib.Path, fingerprint: dict, overwrite: bool) -> bool:
     names = ", ".join(f"{n} ({why})" for n, why in foreign[:4]) + (" ..." if len(foreign) > 4 else "")
     raise DatagenError(f"{out} holds files datagen did not write: {names}; datagen writes there and "
                        "--overwrite never removes them: choose another --out, or move them out of the way")
+  unfinished = manifest.read(out)
+  if unfinished.get("status") == "writing" and unfinished.get("build_args") == fingerprint:
+    overwrite = True
+    log(f"{out} holds an unfinished build with these same settings (interrupted: stopped, killed or out of disk "
+        "space): starting it again")
+  elif not overwrite and unfinished.get("status") == "writing" and unfinished.get("build_args"):
+    old = unfinished["build_args"]
+    diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    raise DatagenError(f"{out} holds an unfinished build with other settings ({', '.join(diff)} differ): run that "
+                       "build's command again to finish it, or pass --overwrite to replace it")
   if not overwrite:
     if meta is not None and "build_args" in meta:
       old = meta["build_args"]
@@ -181,7 +191,7 @@ def _guard(out: pathlib.Path, fingerprint: dict, overwrite: bool) -> bool:
   for n in ours:
     p = out / n
     shutil.rmtree(p) if p.is_dir() else p.unlink()
-  log(f"--overwrite: removed {len(ours)} files/folders of the earlier dataset in {out} (datagen's own, "
+  log(f"removed {len(ours)} files/folders of the earlier dataset in {out} (datagen's own, "
       f"{manifest.MANIFEST})")
   return False
 
@@ -315,7 +325,7 @@ def run(argv=None):
     if _guard(out, fp, args.overwrite):
       log(f"{out} already holds this dataset (same corpus, fonts, seed and knobs): nothing to do")
       return 0
-    manifest.begin(out, records.DATASET_NAME)
+    manifest.begin(out, records.DATASET_NAME, fp)
     t0 = time.time()
     step_charset(out, corpus)
     step_split(out, corpus, args)
@@ -356,7 +366,7 @@ def run(argv=None):
     fp = {"imported_from": str(src.resolve())}
     if _guard(out, fp, args.overwrite):
       pass  # an import is cheap: do it again so changed images are picked up
-    manifest.begin(out, records.DATASET_NAME)
+    manifest.begin(out, records.DATASET_NAME, fp)
     from datagen import importer
     importer.import_dataset(src, out, seed=args.seed, validation_fraction=args.validation_fraction,
                             target_height=args.target_height, frames_per_pixel=args.frames_per_pixel,
@@ -370,12 +380,36 @@ def run(argv=None):
   return 0
 
 
+def _out_of(argv):
+  args = list(sys.argv[1:] if argv is None else argv)
+  for i, a in enumerate(args):
+    if a == "--out" and i + 1 < len(args):
+      return pathlib.Path(args[i + 1])
+    if a.startswith("--out="):
+      return pathlib.Path(a[len("--out="):])
+  return None
+
+
 def main(argv=None):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only writes files here
   try:
     return run(argv)
   except DatagenError as e:
     print(f"datagen: error: {e}", file=sys.stderr)
+    return 2
+  except Exception as e:  # noqa: BLE001 -- a full disk shows up as OSError or as TensorFlow's own errors
+    if not is_disk_full(e):
+      raise
+    out = _out_of(argv)
+    est = manifest.read(out).get("estimated_bytes") if out else None
+    import shutil
+    free = shutil.disk_usage(out).free if out and out.exists() else None
+    print(f"datagen: error: out of disk space writing into {out} ({type(e).__name__}: "
+          f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'ENOSPC'}); "
+          + (f"the dataset needs about {est / 1e6:.0f} MB, " if est else "")
+          + (f"{free / 1e6:.0f} MB are free now. " if free is not None else "")
+          + "Free some space (or choose another --out) and run the same command again: it starts the unfinished "
+          "build again", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("datagen: interrupted", file=sys.stderr)

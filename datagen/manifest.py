@@ -44,9 +44,10 @@ def _write(out, m):
   tmp.replace(out / MANIFEST)
 
 
-def begin(out, shard_prefix):
+def begin(out, shard_prefix, build_args=None):
   """Before a build or an import writes into `out`: records what is there that is not datagen's
-  (an earlier manifest's names, or an earlier datagen dataset's, stay datagen's)."""
+  (an earlier manifest's names, or an earlier datagen dataset's, stay datagen's), and the settings
+  (`build_args`) it was started with: a rerun with the same ones starts an interrupted build again."""
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   names = {p.name for p in out.iterdir()} - {MANIFEST, MANIFEST + ".tmp"}
@@ -59,7 +60,22 @@ def begin(out, shard_prefix):
     pre = names - set(_ours_by_name(out, shard_prefix))
   else:
     pre = names
-  _write(out, {"status": "writing", "preexisting": sorted(pre)})
+  _write(out, {"status": "writing", "preexisting": sorted(pre), "build_args": build_args})
+
+
+def update(out, **fields):
+  """Adds fields to an unfinished build's manifest (the settings it was started with, its size
+  estimate); no manifest (a render step run alone): nothing."""
+  out = pathlib.Path(out)
+  m = _read(out)
+  if m is not None:
+    m.update(fields)
+    _write(out, m)
+
+
+def read(out):
+  """The manifest of `out` ({} if none)."""
+  return _read(pathlib.Path(out)) or {}
 
 
 def finish(out):

@@ -251,3 +251,53 @@ def test_bad_knob_values(tmp_path, tiny_corpus, capsys):
   _assert_one_line(code, err, "--size-min 50")
   code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--holdout-fonts", "nosuchfont"))
   _assert_one_line(code, err, "nosuchfont")
+
+
+def test_a_disk_that_fills_up_is_one_line_and_the_same_command_starts_the_build_again(tmp_path, tiny_corpus,
+                                                                                      capsys, monkeypatch):
+  """Too little free space for the estimated dataset: refused before rendering, both sizes named.
+  The disk filling up mid-render (OSError ENOSPC from the shard writer, as a real full disk gives --
+  TensorFlow's ResourceExhaustedError "No space left on device" -- on a tmpfs): one line naming the
+  folder and the estimate; the manifest says unfinished; the same command then starts the build again
+  and writes the shards a clean build writes."""
+  import collections
+  import errno
+  import shutil
+  from datagen import records
+  real_usage = shutil.disk_usage
+  Usage = collections.namedtuple("Usage", "total used free")
+  monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 1000, 1000))
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus))
+  _assert_one_line(code, err, "not enough disk space", "needs about", "0 MB free", "run the same command again")
+  assert not list((tmp_path / "out").glob("*.tfrecord-*"))
+  monkeypatch.setattr(shutil, "disk_usage", real_usage)
+
+  real_write, calls = records.SplitWriter.write, {"n": 0}
+
+  def full_disk(self, position, example):
+    calls["n"] += 1
+    if calls["n"] > 20:
+      raise OSError(errno.ENOSPC, "No space left on device", str(self.data_dir))
+    return real_write(self, position, example)
+  monkeypatch.setattr(records.SplitWriter, "write", full_disk)
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus))
+  _assert_one_line(code, err, f"out of disk space writing into {tmp_path / 'out'}", "the dataset needs about",
+                   "run the same command again")
+  assert json.loads((tmp_path / "out" / "datagen_manifest.json").read_text())["status"] == "writing"
+  monkeypatch.setattr(records.SplitWriter, "write", real_write)
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus))
+  assert code == 0 and "unfinished build with these same settings" in err and "starting it again" in err, err
+  assert json.loads((tmp_path / "out" / "datagen_manifest.json").read_text())["status"] == "done"
+  clean = tmp_path / "clean"
+  assert cli.main([a if a != str(tmp_path / "out") else str(clean) for a in _build(tmp_path, tiny_corpus)]) == 0
+  shards = sorted(p.name for p in (tmp_path / "out").glob("*.tfrecord-*"))
+  assert shards and shards == sorted(p.name for p in clean.glob("*.tfrecord-*"))
+  for name in shards:
+    assert (tmp_path / "out" / name).read_bytes() == (clean / name).read_bytes(), name
+  # Other settings over the unfinished build: named, the way out said.
+  calls["n"] = 0
+  monkeypatch.setattr(records.SplitWriter, "write", full_disk)
+  assert run(capsys, *_build(tmp_path, tiny_corpus, "--seed", "5", "--overwrite"))[0] == 2
+  monkeypatch.setattr(records.SplitWriter, "write", real_write)
+  code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--seed", "6"))
+  _assert_one_line(code, err, "unfinished build with other settings (seed differ)", "--overwrite")

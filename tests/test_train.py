@@ -157,16 +157,35 @@ def test_resume_continues_step_count_and_loss_curve(overfit_data, tmp_path):
 
 
 def test_a_diverging_run_stops_before_saving_and_non_finite_weights_are_refused(overfit_data, tmp_path, monkeypatch):
-  """A NaN learning rate from step 21 on: the loss goes NaN, the run stops with one line naming the
+  """(After a full disk at step 40, below.)  A NaN learning rate from step 21 on: the loss goes NaN, the run stops with one line naming the
   step, the latest checkpoint stays step 20 (finite, readable); a checkpoint with NaN weights written
   anyway (here by hand) is refused by the inference core with the step named.  (crnn-train refuses a
   NaN learning rate up front, tests/test_config_check.py: here the config check is bypassed to stand
   for a divergence no check can foresee.)"""
   from crnn_jax import checkpointing, inference
-  monkeypatch.setattr(train.config_check, "validate", lambda c: c)
   wd = tmp_path / "wd"
   kw = {"train.checkpoint_every": 20, "train.eval_every": 20, "train.log_every": 10}
   train.train_and_evaluate(tiny_config(overfit_data, **{"train.num_steps": 20, **kw}), str(wd))
+
+  # First, the disk fills up while step 40 is saved (OSError ENOSPC from orbax's save, as a full
+  # disk gives): one line naming the workdir, the free space, the checkpoint size and the step a
+  # rerun resumes from; step 20 stays the latest, intact and readable.
+  import errno
+  real_save = checkpointing.save
+
+  def save(manager, step, state, metrics=None):
+    if int(step) >= 40:
+      raise OSError(errno.ENOSPC, "No space left on device", str(manager.directory))
+    return real_save(manager, step, state, metrics)
+  monkeypatch.setattr(checkpointing, "save", save)
+  with pytest.raises(UserError, match=rf"out of disk space writing into {wd} \(OSError: .*No space left on device.*\): "
+                                      r"\d+ MB free; a checkpoint of this run takes [\d.]+ MB\. .*resumes from step 20, "
+                                      "which is intact"):
+    train.train_and_evaluate(tiny_config(overfit_data, **{"train.num_steps": 40, **kw}), str(wd))
+  assert inference.load(str(wd), "latest").step == 20
+  monkeypatch.setattr(checkpointing, "save", real_save)
+
+  monkeypatch.setattr(train.config_check, "validate", lambda c: c)
   with pytest.raises(train.Diverged, match=r"diverged: the loss is nan .*at step 30 \(finite at step 20\).*"
                                              r"step 20, is the last good one"):
     train.train_and_evaluate(tiny_config(overfit_data, **{"train.num_steps": 60, "optimizer.learning_rate": float("nan"),
