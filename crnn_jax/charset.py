@@ -22,10 +22,24 @@ class Charset:
       path = path / CHARSET_FILE
     if not path.exists():
       raise UserError(f"{path} does not exist: a DATA_DIR made by `datagen build` (or a workdir) has it")
-    chars = [l for l in path.read_text(encoding="utf-8-sig").splitlines() if l != ""]
-    bad = [(n, c) for n, c in enumerate(chars, 1) if len(c) != 1]
-    if bad:
-      raise UserError(f"{path}:{bad[0][0]}: {bad[0][1]!r} is not one character")
+    try:
+      lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+      raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); chinese.txt is UTF-8, one character "
+                      "per line") from None
+    chars, seen = [], {}
+    for n, c in enumerate(lines, 1):
+      if c == "":
+        continue
+      if len(c) != 1:
+        raise UserError(f"{path}:{n}: {c!r} is not one character")
+      if c in seen:
+        raise UserError(f"{path}:{n}: {c!r} is listed twice (first on line {seen[c]}): each character is one "
+                        "class of the model")
+      seen[c] = n
+      chars.append(c)
+    if not chars:
+      raise UserError(f"{path}: no characters (one per line)")
     return cls(chars)
 
   def __len__(self):

@@ -101,16 +101,19 @@ class Charset:
       raise DatagenError(f"cannot read character list {path}: {e.strerror}") from None
     except UnicodeDecodeError:
       raise DatagenError(f"{path}: not UTF-8; save the character list as UTF-8") from None
-    chars = []
+    chars, seen = [], {}
     for n, line in enumerate(text.splitlines(), start=1):
       c = line.strip("\r\n")
       if c == "":
         continue
-      if len(c) != 1:
-        raise DatagenError(f"{path}:{n}: {c!r} is not one character; chinese.txt holds one per line")
-      if c in chars:
-        raise DatagenError(f"{path}:{n}: {c!r} is listed twice")
+      if len(c) != 1 or c.isspace():
+        raise DatagenError(f"{path}:{n}: {c!r} is not one visible character; chinese.txt holds one per line")
+      if c in seen:
+        raise DatagenError(f"{path}:{n}: {c!r} is listed twice (first on line {seen[c]})")
+      seen[c] = n
       chars.append(c)
+    if not chars:
+      raise DatagenError(f"{path}: no characters (one per line); an empty character list reads nothing")
     return cls(chars)
 
   @classmethod
