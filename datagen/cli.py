@@ -232,6 +232,22 @@ def _options(args):
                              workers=args.workers, write_images=args.write_images, knobs=knobs)
 
 
+def _check_line_lengths(corpus, knobs):
+  """A line too long to draw (a JPEG is at most 65,535 px wide; Pillow fails with "broken data
+  stream") is refused before anything is written, naming its line in the corpus file."""
+  per_char = knobs.size_max * (1 + max(knobs.spacing_max, 0.0)) * 1.15  # + shear, stroke, jitter
+  limit = int((60_000 - 2 * knobs.margin_x_max * knobs.size_max) // per_char)
+  longest = max(corpus.lines, key=len)
+  if len(longest) <= limit:
+    return
+  n = next((i for i, line in enumerate(pathlib.Path(corpus.path).read_text(encoding="utf-8-sig").splitlines(), 1)
+            if longest in line), "?")
+  raise DatagenError(f"{corpus.path}:{n}: a line of {len(longest)} characters; with --size-max {knobs.size_max} and "
+                     f"--spacing-max {knobs.spacing_max} datagen draws lines of up to {limit} (a JPEG is at most "
+                     "65,535 px wide): split it into shorter lines (the model reads up to config "
+                     "input.max_label_length characters a line, 24 by default)")
+
+
 def _font_weights(items):
   weights = {}
   for item in items or ():
@@ -321,6 +337,7 @@ def run(argv=None):
     specs, holdout = _fonts(args)
     opts = _options(args)
     build.check_font_weights(opts.font_weights, specs, holdout)  # before anything is written
+    _check_line_lengths(corpus, opts.knobs)
     fp = _fingerprint(args, corpus, specs, holdout, opts)
     if _guard(out, fp, args.overwrite):
       log(f"{out} already holds this dataset (same corpus, fonts, seed and knobs): nothing to do")

@@ -186,7 +186,11 @@ def render_line(text: str, font, rng: np.random.Generator, cfg: RenderConfig):
   see `draw_size`) so that fonts can be cached across images.
   """
   if _on(rng, cfg.mild_prob):
-    cfg = dataclasses.replace(cfg, **FIRST_ROUND)
+    mild = dataclasses.replace(cfg, **FIRST_ROUND)
+    # kept in order against the user's other ends (--spacing-min 0.5 or --jpeg-max 50 once made
+    # numpy's uniform fail on high < low)
+    cfg = dataclasses.replace(mild, spacing_max=max(mild.spacing_max, cfg.spacing_min),
+                              jpeg_min=min(mild.jpeg_min, cfg.jpeg_max))
   size = font.size
   spacing = rng.uniform(cfg.spacing_min, cfg.spacing_max) * size
   stroke = 1 if rng.random() < cfg.stroke_prob else 0

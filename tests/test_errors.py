@@ -301,3 +301,25 @@ def test_a_disk_that_fills_up_is_one_line_and_the_same_command_starts_the_build_
   monkeypatch.setattr(records.SplitWriter, "write", real_write)
   code, err = run(capsys, *_build(tmp_path, tiny_corpus, "--seed", "6"))
   _assert_one_line(code, err, "unfinished build with other settings (seed differ)", "--overwrite")
+
+
+def test_a_corpus_line_too_long_to_draw_is_one_line(tmp_path, capsys):
+  """2,500 characters: once Pillow's "broken data stream" traceback mid-render (a JPEG is at most
+  65,535 px wide); now refused before anything is written, naming the corpus line and the limit."""
+  c = tmp_path / "c.txt"
+  c.write_text("更上一层楼\t100\n" + "民以食为天" * 500 + "\t101\n", encoding="utf-8")
+  code, err = run(capsys, *_build(tmp_path, c))
+  _assert_one_line(code, err, "c.txt:2", "a line of 2500 characters", "lines of up to 868", "split it")
+  assert not (tmp_path / "out").exists()
+
+
+def test_the_mild_images_keep_the_users_ranges_in_order():
+  """--spacing-min above the first round's spacing_max (0.35), --jpeg-max below its jpeg_min (60):
+  the mild images (mild_prob) once failed on numpy's uniform(high < low)."""
+  import numpy as np
+  from datagen import fonts as fonts_lib, render
+  cfg = render.RenderConfig(spacing_min=0.5, spacing_max=0.6, jpeg_min=30, jpeg_max=40, mild_prob=1.0)
+  font = fonts_lib.load_font(fonts_lib.default_fonts()[0], 30)
+  for seed in range(3):
+    jpeg, h, w, _ = render.render_line("更上一层楼", font, np.random.default_rng(seed), cfg)
+    assert jpeg and h > 0 and w > 0
