@@ -717,11 +717,15 @@ def load_exported(model_dir, decoding=None, batch_size=32):
 
 
 def collect(paths, suffixes=(".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")):
-  """Files and folders (searched recursively, sorted) -> image paths."""
+  """Files and folders (searched recursively, sorted) -> image paths.  A folder holding no image
+  file (by its suffix) is a UserError naming it and the suffixes (it once gave no output and exit 0)."""
   files = []
   for p in map(pathlib.Path, paths):
     if p.is_dir():
-      files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes))
+      found = sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
+      if not found:
+        raise UserError(f"{p} holds no image files (searched recursively for {', '.join(suffixes)})")
+      files.extend(found)
     else:
       files.append(p)
   return files

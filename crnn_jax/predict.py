@@ -49,19 +49,17 @@ def main(argv=None):
   ap.add_argument("--output", default=None, help="also write the lines to this file")
   ap.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
   args = ap.parse_args(argv)
-  if args.alternatives < 0:
-    ap.error("--alternatives must be >= 0")
   logging.basicConfig(level=logging.WARNING, format="crnn-predict: %(message)s")
   setup_cpu_devices(args.cpu_devices)
   from crnn_jax import inference
   from crnn_jax.errors import UserError
   try:
+    files = inference.collect(args.inputs)  # before the model is loaded: an empty folder is one line at once
     reader = inference.load(args.workdir, args.checkpoint, args.weights, decoding=decoder_overrides(args),
                             mesh=reading_mesh())
   except UserError as e:
     print(f"crnn-predict: error: {e}", file=sys.stderr)
     return 2
-  files = inference.collect(args.inputs)
   out = open(args.output, "w", encoding="utf-8") if args.output else None
   bad = 0
   try:

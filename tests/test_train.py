@@ -412,6 +412,12 @@ def test_predict_reads_training_lines_and_reports_bad_images(trained, overfit_da
   assert tsv.read_text(encoding="utf-8") == out
   right = sum(rows[p] == t for p, t in truth.items())
   assert right >= 0.8 * len(truth), rows
+  # A folder with no image in it: one line naming it, exit 2 (it once gave no output and exit 0).
+  (tmp_path / "nothing").mkdir()
+  (tmp_path / "nothing" / "notes.txt").write_text("x")
+  assert predict.main(["--workdir", str(wd), str(tmp_path / "nothing")]) == 2
+  _, err = capsys.readouterr()
+  assert f"{tmp_path / 'nothing'} holds no image files" in err and "Traceback" not in err
 
 
 def test_eval_cli_prints_metrics_and_writes_a_gallery(trained, overfit_data, capsys):
