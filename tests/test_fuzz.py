@@ -162,15 +162,10 @@ def test_sample_txt_parser_never_raises_anything_but_datagen_error(data, tmp_pat
 def test_chinese_txt_readers_never_raise_anything_but_their_own_error(data, tmp_path):
   path = tmp_path / "chinese.txt"
   path.write_bytes(data)
-  try:
-    cs = Charset.read(path)
-  except UserError as e:
-    assert str(path) in str(e)
-  else:
-    assert len(set(cs.chars)) == len(cs.chars) and all(len(c) == 1 for c in cs.chars)
-  try:
-    cs = DatagenCharset.read_txt(path)
-  except DatagenError as e:
-    assert str(path) in str(e)
-  else:
-    assert len(set(cs.chars)) == len(cs.chars) and all(len(c) == 1 for c in cs.chars)
+  for read, error in ((Charset.read, UserError), (DatagenCharset.read_txt, DatagenError)):
+    try:
+      cs = read(path)
+    except error as e:
+      assert str(path) in str(e)
+    else:
+      assert len(set(cs.chars)) == len(cs.chars) and all(len(c) == 1 for c in cs.chars)
