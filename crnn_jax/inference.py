@@ -46,6 +46,9 @@ log = logging.getLogger("crnn_jax.inference")
 # Decoded images must be at most this many pixels (checked from the header, before decoding):
 # a 40-megapixel photo of a line is generous; a decompression bomb is refused.
 MAX_PIXELS = 40_000_000
+# Width over height: a Chinese character is about as wide as high, so 400 holds a line of ~200
+# characters with their spacing (the model reads up to input.max_label_length, 24 by default).
+MAX_ASPECT = 400
 # What open_image accepts (Pillow's format names); anything else is refused unread.
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF")
 # Widths above the largest bucket are rounded up to a multiple of this (pixels at input.height),
@@ -67,12 +70,13 @@ class ImageError(ValueError):
 
 
 # ---- images ---------------------------------------------------------------------------------
-def open_image(src, max_pixels=MAX_PIXELS, max_bytes=None):
+def open_image(src, max_pixels=MAX_PIXELS, max_bytes=None, max_aspect=MAX_ASPECT):
   """A path, bytes, a PIL image or a numpy array ([h, w] grey or [h, w, 3|4] colour, uint8) ->
   uint8 [h, w] grey.  Colour becomes grey (JPEGs are decoded to grey by libjpeg, as tf.data's
   decode_jpeg(channels=1) does); transparency is laid on white; EXIF rotation is applied.  Bytes and
   files are checked before decoding: size (`max_bytes`), format (FORMATS) and pixel count
-  (`max_pixels`, from the header).  Raises ImageError saying why."""
+  (`max_pixels`, from the header) and aspect (`max_aspect`: width over height; a 1,000,000 x 1 PNG
+  of 1 KB once asked for 8.8 GB when resized to the model's height).  Raises ImageError saying why."""
   from PIL import Image, ImageOps, UnidentifiedImageError
   if isinstance(src, np.ndarray):
     return _array_to_gray(src)
@@ -106,6 +110,9 @@ def open_image(src, max_pixels=MAX_PIXELS, max_bytes=None):
     raise ImageError(f"empty image ({w}x{h})")
   if max_pixels is not None and w * h > max_pixels:
     raise ImageError(f"{w}x{h} = {w * h} pixels, over the limit of {max_pixels}", "too_large")
+  if max_aspect is not None and w > max_aspect * h:
+    raise ImageError(f"{w}x{h}: {w / h:.0f} times as wide as high, over the limit of {max_aspect} (a line of "
+                     f"~{max_aspect // 2} characters at most); crop it into lines", "too_large")
   try:
     if im.format == "JPEG" and im.mode in ("RGB", "YCbCr", "L"):
       im.draft("L", None)  # libjpeg's own grey output (the luma plane), as tf.io.decode_jpeg(channels=1)
@@ -186,6 +193,33 @@ def _triangle_weights(in_size, out_size):
   return w
 
 
+@functools.lru_cache(maxsize=256)
+def _triangle_band(in_size, out_size):
+  """`_triangle_weights` kept to its band: (first input index [out], weights [out, K]) with K the
+  kernel's reach, the same float32 formula and normalisation.  Memory O(out x K), not O(out x in):
+  a 6,400-px-wide line's dense matrix was 164 MB (and a 1,000,000 x 1 image's 116 TiB)."""
+  f32 = np.float32
+  scale = f32(out_size) / f32(in_size)
+  inv_scale = f32(1.0) / scale
+  support = max(float(inv_scale), 1.0)
+  one_over_kernel_scale = f32(1.0) / max(inv_scale, f32(1.0))
+  sample = (np.arange(out_size, dtype=f32) + f32(0.5)) * inv_scale
+  k = int(math.ceil(2 * support)) + 2
+  start = np.floor(sample - f32(support) - f32(0.5)).astype(np.int64)
+  idx = start[:, None] + np.arange(k)[None, :]  # [out, K] input columns
+  pos = (idx.astype(f32) + f32(0.5)) - sample[:, None]
+  w = np.maximum(f32(0.0), f32(1.0) - np.abs(pos * one_over_kernel_scale)).astype(f32)
+  w = np.where((idx >= 0) & (idx < in_size), w, f32(0.0))
+  total = w.sum(1, keepdims=True, dtype=f32)
+  w = np.where(np.abs(total) >= 1000 * np.finfo(f32).tiny, w * (f32(1.0) / np.where(total != 0, total, 1)), 0)
+  inside = (sample >= 0) & (sample <= in_size)
+  w = np.where(inside[:, None], w, 0).astype(f32)
+  idx = np.clip(idx, 0, in_size - 1)
+  idx.flags.writeable = False
+  w.flags.writeable = False
+  return idx, w
+
+
 def resized_width(h, w, height, stride):
   """The width a line h x w gets at `height` rows (rounded as the tf.data path rounds; at least
   one frame)."""
@@ -197,8 +231,13 @@ def to_input(gray, height, stride):
   `resized_width`), the antialiased bilinear filter of the tf.data path."""
   g = np.asarray(gray, np.float32) / 255.0
   h, w = g.shape
+  if w > MAX_ASPECT * h:  # arrays given in-process skip open_image's header checks
+    raise ImageError(f"{w}x{h}: {w / h:.0f} times as wide as high, over the limit of {MAX_ASPECT}; crop it into "
+                     "lines", "too_large")
   new_w = resized_width(h, w, height, stride)
-  return (_triangle_weights(h, height) @ g @ _triangle_weights(w, new_w).T).astype(np.float32)
+  rows = _triangle_weights(h, height) @ g  # [height, w]: height x h weights, small
+  idx, wts = _triangle_band(w, new_w)
+  return np.einsum("hok,ok->ho", rows[:, idx], wts).astype(np.float32)
 
 
 # ---- device steps ---------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_only_the_weights_reading_needs_are_restored(workdir):
   assert max(diff) > 0
 
 
-@pytest.mark.parametrize("h,w", [(57, 221), (40, 217), (32, 100), (20, 64), (118, 948), (31, 5)])
+@pytest.mark.parametrize("h,w", [(57, 221), (40, 217), (32, 100), (20, 64), (118, 948), (31, 5), (300, 7000), (16, 3000)])
 def test_resize_is_tf_image_resize_with_antialias(h, w):
   import tensorflow as tf
   g = np.random.default_rng(h * w).integers(0, 256, (h, w), np.uint8)
@@ -65,6 +65,21 @@ def test_resize_is_tf_image_resize_with_antialias(h, w):
   theirs = tf.image.resize(tf.cast(g[..., None], tf.float32) / 255.0, [32, new_w], antialias=True).numpy()[..., 0]
   assert ours.shape == theirs.shape == (32, new_w)
   np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_a_line_far_wider_than_high_is_refused_from_its_header():
+  """A 1 KB PNG of 1,000,000 x 1 once asked for 116 TiB (a traceback) when resized to height 32;
+  20,000 x 40 (500:1) is refused too, naming the ratio; 16,000 x 40 (400:1) reads."""
+  from PIL import Image
+  for w, h in ((1_000_000, 1), (20_000, 40)):
+    buf = io.BytesIO()
+    Image.new("L", (w, h), 255).save(buf, "PNG")
+    with pytest.raises(inference.ImageError, match=rf"{w}x{h}: \d+ times as wide as high, over the limit of 400") as e:
+      inference.open_image(buf.getvalue())
+    assert e.value.kind == "too_large"
+  with pytest.raises(inference.ImageError, match="times as wide as high"):
+    inference.to_input(np.zeros((1, 5000), np.uint8), 32, 8)  # an array skips the header check
+  assert inference.to_input(np.full((40, 16_000), 255, np.uint8), 32, 8).shape == (32, 12_800)
 
 
 def test_grey_and_colour_jpegs_decode_as_tf_decode_jpeg_does():
