@@ -103,8 +103,8 @@ def open_image(src, max_pixels=MAX_PIXELS, max_bytes=None, max_aspect=MAX_ASPECT
     raise ImageError(f"over the pixel limit of {max_pixels}: {e}", "too_large") from None
   except UnidentifiedImageError:
     raise ImageError(f"not an image in one of the accepted formats ({', '.join(FORMATS)})", "unsupported") from None
-  except (OSError, SyntaxError, ValueError) as e:
-    raise ImageError(f"not a readable image ({e})") from None
+  except Exception as e:  # noqa: BLE001 -- Pillow's plugins raise a zoo on damaged files (TypeError, KeyError, ...)
+    raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
   w, h = im.size
   if w == 0 or h == 0:
     raise ImageError(f"empty image ({w}x{h})")
@@ -123,8 +123,10 @@ def open_image(src, max_pixels=MAX_PIXELS, max_bytes=None, max_aspect=MAX_ASPECT
     im.load()
     im = ImageOps.exif_transpose(im)
     return _pil_to_gray(im)
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise ImageError(f"not a readable image ({e})") from None
+  except ImageError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- Pillow's plugins raise a zoo on damaged files (TypeError, KeyError, ...)
+    raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
 
 
 def _pil_to_gray(im):

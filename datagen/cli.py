@@ -408,9 +408,12 @@ def _out_of(argv):
 
 
 def main(argv=None):
+  """-> the exit status (a bad flag: 2, its one line printed by the parser; --help: 0)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only writes files here
   try:
     return run(argv)
+  except SystemExit as e:  # argparse: a bad flag or --help
+    return e.code if isinstance(e.code, int) else 2
   except DatagenError as e:
     print(f"datagen: error: {e}", file=sys.stderr)
     return 2

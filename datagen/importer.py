@@ -46,6 +46,8 @@ def read_sample_txt(path, charset, root, allow_outside=False):
     if len(parts) != 2:
       raise DatagenError(f"{path}:{n}: expected '<image path> <label>', got {raw!r}")
     rel, label = parts[0], parts[1].strip()
+    if "\x00" in rel:
+      raise DatagenError(f"{path}:{n}: image path {rel!r} holds a NUL character; fix the line")
     for c in label:
       if c not in charset:
         raise DatagenError(f"{path}:{n}: label {label!r} has {c!r} (U+{ord(c):04X}), which is not in "
@@ -57,12 +59,15 @@ def read_sample_txt(path, charset, root, allow_outside=False):
         raise DatagenError(f"{path}:{n}: image path {rel!r} leads outside --src {root} ({outside[0].resolve()}); "
                            "keep the images inside the source folder, or pass --allow-outside-src if you trust "
                            "this sample.txt")
-    if not img.exists():
-      alt = pathlib.Path(path).parent / rel
-      if not alt.exists():
-        raise DatagenError(f"{path}:{n}: image {rel} not found (looked in {root} and "
-                           f"{pathlib.Path(path).parent})")
-      img = alt
+    try:
+      if not img.is_file():
+        alt = pathlib.Path(path).parent / rel
+        if not alt.is_file():
+          raise DatagenError(f"{path}:{n}: image {rel} not found (looked for a file in {root} and "
+                             f"{pathlib.Path(path).parent})")
+        img = alt
+    except OSError as e:  # a name too long for the file system, ...
+      raise DatagenError(f"{path}:{n}: image path {rel!r} cannot be looked up ({e.strerror})") from None
     out.append((img, label, n))
   return out
 
@@ -90,11 +95,21 @@ def load_image_bytes(img_path, where, channels, max_pixels=MAX_PIXELS, max_bytes
     raise DatagenError(f"{where}: image {img_path} declares a pixel count over the limit of {max_pixels} "
                        f"(--max-pixels; Pillow: {e}); a decompression bomb or not a text line: remove its "
                        "line") from None
-  except (OSError, SyntaxError, ValueError) as e:
-    raise DatagenError(f"{where}: image {img_path} is unreadable or truncated ({e}); "
+  except DatagenError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- Pillow's plugins raise a zoo on damaged files (TypeError, KeyError, ...)
+    raise DatagenError(f"{where}: image {img_path} is unreadable or truncated ({type(e).__name__}: {e}); "
                        "re-export it or remove its line") from None
   if im.width == 0 or im.height == 0:
     raise DatagenError(f"{where}: image {img_path} is empty ({im.width}x{im.height})")
+  try:
+    return _as_jpeg(im, raw, channels)
+  except Exception as e:  # noqa: BLE001 -- EXIF parsing and JPEG encoding fail in many ways on odd files
+    raise DatagenError(f"{where}: image {img_path} cannot be converted ({type(e).__name__}: {e}); re-export it "
+                       "(a text line as PNG or JPEG) or remove its line") from None
+
+
+def _as_jpeg(im, raw, channels):
   frames = getattr(im, "n_frames", 1)
   mode = "L" if channels == 1 else "RGB"
   turned = im.getexif().get(0x0112, 1) not in (0, 1)  # EXIF orientation

@@ -192,7 +192,7 @@ def test_same_settings_again_is_a_no_op_and_other_settings_are_refused(tmp_path,
   err = capsys.readouterr().err
   assert "other settings" in err and "balance_power" in err and "min_char_count" not in err
   assert cli.main(args + ["--balance-power", "-1", "--overwrite"]) == 2
-  assert "--balance-power -1.0: need >= 0" in capsys.readouterr().err
+  assert "argument --balance-power: '-1': want a finite number in [0.0, 4.0]" in capsys.readouterr().err
   assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # refused before --overwrite
 
 
