@@ -417,7 +417,9 @@ def test_sweep_runs_locally_and_report_aggregates(overfit_data, tmp_path):
   root = tmp_path / "sw"
   out = subprocess.run([sys.executable, "launch/sweep.py", "--config", "configs/tiny.py", "--workdir_root",
                         str(root), "--", f"--config.data_dir={overfit_data}", "--config.eval.split=train",
-                        "--config.train.num_steps=20", "--config.train.eval_every=10"],
+                        "--config.train.num_steps=20", "--config.train.eval_every=10",
+                        # the 2nd and 3rd seeds load the 1st's compiled steps (suite time)
+                        f"--compilation_cache={tmp_path / 'xla_cache'}"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT, env=_env())
   assert out.returncode == 0, why(out.stderr)
   runs = sorted(p for p in root.iterdir() if p.is_dir())
